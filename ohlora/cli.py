@@ -1,0 +1,117 @@
+"""The `ohlora` command. Sub-commands only parse arguments and call into the package."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ohlora.config import TASK_NAMES
+
+app = typer.Typer(help="Oh-LoRA services: a Korean virtual-human companion as gRPC microservices.", no_args_is_help=True)
+
+SERVICE_TASKS = {f"llm_{task}": task for task in TASK_NAMES}
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (else OHLORA_CONFIG).")]
+PortOpt = Annotated[Optional[int], typer.Option(help="Port to listen on (overrides config).")]
+HostOpt = Annotated[Optional[str], typer.Option(help="Address to bind (overrides config).")]
+
+
+def run_llm_service(tasks: list[str], config: Path | None, host: str | None, port: int | None) -> None:
+    from ohlora.config import load_settings
+    from ohlora.errors import ConfigError
+    from ohlora.llm.host import LLMHost
+    from ohlora.runtime.server import ServiceProcess, run_service_process
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    llm_host = LLMHost(settings, tasks)
+    run_service_process(ServiceProcess(settings.server, llm_host.bindings(), llm_host.load, llm_host.close))
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_TASKS)}, llm (several tasks).")],
+    tasks: Annotated[str, typer.Option(help="With `llm`: comma-separated tasks on one base.")] = ",".join(TASK_NAMES),
+    config: ConfigOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+) -> None:
+    """Run one service process until SIGTERM/SIGINT."""
+    if service == "llm":
+        chosen = [t.strip() for t in tasks.split(",") if t.strip()]
+        unknown = [t for t in chosen if t not in TASK_NAMES]
+        if unknown or not chosen:
+            typer.echo(f"error: unknown tasks {unknown}; choose from {', '.join(TASK_NAMES)}", err=True)
+            raise typer.Exit(2)
+    elif service in SERVICE_TASKS:
+        chosen = [SERVICE_TASKS[service]]
+    else:
+        typer.echo(f"error: unknown service {service!r}; choose from {', '.join([*SERVICE_TASKS, 'llm'])}", err=True)
+        raise typer.Exit(2)
+    run_llm_service(chosen, config, host, port)
+
+
+@app.command()
+def health(
+    address: Annotated[str, typer.Argument(help="host:port of a service")],
+    service: Annotated[str, typer.Option(help="Service name; empty = the whole server.")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3.0,
+) -> None:
+    """Exit 0 when the service reports SERVING (for container health checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    except grpc.RpcError as exc:
+        typer.echo(f"{address}: {exc.code().name}: {exc.details()}", err=True)
+        raise typer.Exit(1) from exc
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    typer.echo(f"{address}: {status}")
+    raise typer.Exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+
+
+@app.command("tiny")
+def build_tiny(
+    out: Annotated[Path, typer.Argument(help="Folder to build the tiny models in.")],
+    dialect: Annotated[str, typer.Option(help="Dialect written into the config.")] = "original",
+) -> None:
+    """Build the `tiny` preset (random weights, for tests) and write out/ohlora.toml."""
+    from ohlora.tiny import build_tiny_preset
+
+    preset = build_tiny_preset(out)
+    (out / "ohlora.toml").write_text(preset.config_toml(dialect))
+    typer.echo(f"tiny preset written; config: {out / 'ohlora.toml'}")
+
+
+@app.command()
+def bench(
+    suite: Annotated[str, typer.Argument(help="Suite name, e.g. llm-batching, llm-consolidated.")],
+    quick: Annotated[bool, typer.Option(help="Smaller run (under a minute), same ratio.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for JSON results.")] = Path("bench-results"),
+) -> None:
+    """Run a benchmark suite: prints a table and `RESULT name=value` lines, writes JSON."""
+    from ohlora.bench import SUITES, run_suite
+
+    if suite not in SUITES:
+        typer.echo(f"error: unknown suite {suite!r}; available: {', '.join(SUITES)}", err=True)
+        raise typer.Exit(2)
+    run_suite(suite, quick=quick, out_dir=out)
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="ohlora")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Configuration: one TOML file plus OHLORA_* environment overrides.
+
+Precedence: command-line flags > environment (OHLORA_SECTION__FIELD, e.g.
+OHLORA_LLM__DTYPE=bf16) > config file (--config or OHLORA_CONFIG) > defaults.
+Every field is documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from ohlora.errors import ConfigError
+from ohlora.llm.task import Dialect
+
+TASK_NAMES = ("message", "memory", "summary", "pose")
+
+# The original's published adapters (UPSTREAM.md §2.1), used by the ohlora-v2 preset.
+ORIGINAL_ADAPTERS = {
+    "message": "daebakgazua/250502_OhLoRA_LLM_output_message",
+    "memory": "daebakgazua/250502_OhLoRA_LLM_memory",
+    "summary": "daebakgazua/250502_OhLoRA_LLM_summary",
+    "pose": "daebakgazua/250502_OhLoRA_LLM_eyes_mouth_pose",
+}
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # Prometheus /metrics port; 0 picks a free one, None disables it.
+    metrics_port: int | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    # Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    grace_seconds: float = 30.0
+    log_level: str = "info"
+
+
+class TaskModel(BaseModel):
+    """Which adapter and dialect one task uses on the shared base."""
+
+    adapter: str | None = None
+    dialect: Dialect | None = None  # None: the [llm] default
+
+
+class LLMSettings(BaseModel):
+    base_model: str = "EleutherAI/polyglot-ko-1.3b"
+    dialect: Dialect = Dialect.ORIGINAL
+    dtype: str = "auto"
+    device: str = "auto"
+    max_batch_size: int = 8
+    max_queue: int = 64
+    trust_remote_code: bool = False
+    # Longest final input accepted by any task, in characters (bad-input guard).
+    max_input_chars: int = 2000
+    tasks: dict[str, TaskModel] = Field(
+        default_factory=lambda: {name: TaskModel(adapter=repo) for name, repo in ORIGINAL_ADAPTERS.items()}
+    )
+
+    def task(self, name: str) -> TaskModel:
+        return self.tasks.get(name, TaskModel())
+
+    def dialect_of(self, name: str) -> Dialect:
+        return self.task(name).dialect or self.dialect
+
+
+class EmbedderSettings(BaseModel):
+    model: str = "daebakgazua/250502_OhLoRA_LLM_SBERT"
+    # Recall threshold for this embedder's cosines (the original uses 0.95 for its S-BERT).
+    threshold: float = 0.95
+    device: str = "auto"
+    max_texts: int = 256
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OHLORA_", env_nested_delimiter="__", extra="forbid")
+
+    server: ServerSettings = ServerSettings()
+    llm: LLMSettings = LLMSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+
+
+def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Builds the settings; `overrides` (from CLI flags) win over env and file."""
+    path = config_path or os.environ.get("OHLORA_CONFIG")
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config file {path} does not exist")
+
+    class _Settings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+            return tuple(sources)
+
+    try:
+        return _Settings(**overrides)
+    except Exception as exc:  # pydantic's ValidationError lists every bad field
+        raise ConfigError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,327 @@
+"""The LLM engine shared by the four tasks: one base model, any number of LoRA adapters.
+
+Requests queue up (bounded; a full queue is RESOURCE_EXHAUSTED). One scheduler runs
+one batch at a time: it takes the oldest waiting request and every other waiting
+request for the same adapter, so requests that arrive while a batch runs join the
+next one. Each row keeps its own temperature, token budget and stop strings, and
+streams its text as tokens arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from ohlora.errors import InvalidInput, QueueFull
+from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
+from ohlora.runtime import metrics
+from ohlora.runtime.device import resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+# Sampling defaults of the original's transformers version (top-k 50, no top-p cut).
+TOP_K = 50
+
+
+@dataclass
+class EngineConfig:
+    base_model: str
+    adapters: dict[str, str] = field(default_factory=dict)
+    dtype: str = "auto"
+    device: str = "auto"
+    max_batch_size: int = 8
+    max_queue: int = 64
+    trust_remote_code: bool = False
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    adapter: str | None
+    settings: GenerationSettings
+    stream: bool
+    updates: asyncio.Queue[GenerationUpdate]
+    loop: asyncio.AbstractEventLoop
+    cancelled: bool = False
+
+    @property
+    def max_new(self) -> int:
+        if self.settings.max_new_tokens is not None:
+            return self.settings.max_new_tokens
+        assert self.settings.max_total_tokens is not None
+        return max(0, self.settings.max_total_tokens - len(self.prompt_ids))
+
+
+class _RowTemperature(LogitsProcessor):
+    """Per-row temperature; 0 means greedy for that row."""
+
+    def __init__(self, temperatures: list[float]) -> None:
+        self.temperatures = temperatures
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, temperature in enumerate(self.temperatures):
+            if temperature <= 0:
+                best = scores[row].argmax()
+                scores[row] = torch.full_like(scores[row], float("-inf"))
+                scores[row, best] = 0.0
+            elif temperature != 1.0:
+                scores[row] = scores[row] / temperature
+        return scores
+
+
+class _BatchMonitor(StoppingCriteria):
+    """Called after every step: decodes each row, streams it, decides which rows are done."""
+
+    def __init__(self, engine: "LLMEngine", batch: list[_Request], prompt_width: int) -> None:
+        self.engine = engine
+        self.batch = batch
+        self.prompt_width = prompt_width
+        self.done = [req.max_new == 0 for req in batch]
+        self.texts = [""] * len(batch)
+        self.counts = [0] * len(batch)
+        self.prompt_texts = [engine.decode(req.prompt_ids) for req in batch]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs: object) -> torch.BoolTensor:
+        generated = input_ids[:, self.prompt_width :].tolist()
+        for row, req in enumerate(self.batch):
+            if self.done[row]:
+                continue
+            ids = generated[row]
+            self.counts[row] = len(ids)
+            text = self.engine.decode(req.prompt_ids + ids)[len(self.prompt_texts[row]) :]
+            self.texts[row] = text
+            finished = (
+                req.cancelled
+                or len(ids) >= req.max_new
+                or ids[-1] in self.engine.eos_ids
+                or any(stop in text for stop in req.settings.stop_strings)
+            )
+            if finished:
+                self.done[row] = True
+            elif req.stream:
+                # A trailing U+FFFD is an incomplete multi-byte character: wait for its rest.
+                self.engine.deliver(req, GenerationUpdate(text.rstrip("\ufffd"), len(ids), len(req.prompt_ids) + len(ids), False))
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        adapters: list[str],
+        max_batch_size: int = 8,
+        max_queue: int = 64,
+        name: str = "llm",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.adapters = adapters
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.name = name
+        eos = tokenizer.eos_token_id
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids = {eos} if eos is not None else set()
+        ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        self.eos_ids = ids
+        self._waiting: list[_Request] = []
+        self._wakeup = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._torch_lock = threading.Lock()
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, config: EngineConfig) -> "LLMEngine":
+        """Loads the base from a local folder or a hub id and attaches each adapter by name.
+
+        Adapters are attached to the configured base whatever their adapter_config.json
+        names as base (the original needed a manual edit of that file).
+        """
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        log.info("loading base %s on %s as %s", config.base_model, device, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(config.base_model, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            config.base_model, dtype=dtype, trust_remote_code=config.trust_remote_code
+        )
+        names = list(config.adapters)
+        if names:
+            from peft import PeftModel
+
+            first = names[0]
+            model = PeftModel.from_pretrained(model, config.adapters[first], adapter_name=first)
+            for name in names[1:]:
+                model.load_adapter(config.adapters[name], adapter_name=name)
+        model.to(device)
+        model.eval()
+        return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name)
+
+    @staticmethod
+    def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    # ------------------------------------------------------------ text
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def count_tokens(self, text: str) -> int:
+        """Token count as the original measures it (`tokenizer.encode(text)`)."""
+        return len(self.tokenizer.encode(text))
+
+    def encode_prompt(self, prompt: str | ChatPrompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidInput("the chat dialect needs a tokenizer with a chat template")
+        messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    # ------------------------------------------------------------ serving
+    def for_adapter(self, adapter: str | None) -> "AdapterGenerator":
+        if adapter is not None and adapter not in self.adapters:
+            raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {self.adapters})")
+        return AdapterGenerator(self, adapter)
+
+    def start(self) -> None:
+        if self._scheduler is None:
+            self.prepare_tokenizer(self.tokenizer)
+            self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name=f"{self.name}-scheduler")
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            try:
+                await self._scheduler
+            except asyncio.CancelledError:
+                pass
+            self._scheduler = None
+
+    def submit(self, prompt_ids: list[int], adapter: str | None, settings: GenerationSettings, stream: bool) -> _Request:
+        if len(self._waiting) >= self.max_queue:
+            metrics.QUEUE_REJECTIONS.labels(self.name).inc()
+            raise QueueFull(f"the {self.name} queue is full ({self.max_queue} waiting); retry later")
+        req = _Request(prompt_ids, adapter, settings, stream, asyncio.Queue(), asyncio.get_running_loop())
+        self._waiting.append(req)
+        metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
+        self._wakeup.set()
+        return req
+
+    def deliver(self, req: _Request, update: GenerationUpdate) -> None:
+        req.loop.call_soon_threadsafe(req.updates.put_nowait, update)
+
+    async def _schedule(self) -> None:
+        while True:
+            if not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            adapter = self._waiting[0].adapter
+            batch = [r for r in self._waiting if r.adapter == adapter][: self.max_batch_size]
+            self._waiting = [r for r in self._waiting if r not in batch]
+            metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
+            batch = [r for r in batch if not r.cancelled]
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(self._run_batch, batch)
+            except Exception as exc:  # noqa: BLE001 - reported to every waiting caller
+                log.exception("batch failed")
+                for req in batch:
+                    req.loop.call_soon_threadsafe(req.updates.put_nowait, exc)  # type: ignore[arg-type]
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        started = time.perf_counter()
+        width = max(len(r.prompt_ids) for r in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch], device=self.device)
+        attention = torch.tensor(
+            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch], device=self.device
+        )
+        monitor = _BatchMonitor(self, batch, width)
+        max_new = max(r.max_new for r in batch)
+        if max_new > 0:
+            with self._torch_lock, torch.inference_mode(), self._adapter_context(batch[0].adapter):
+                self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    max_new_tokens=max_new,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=TOP_K,
+                    top_p=1.0,
+                    pad_token_id=pad,
+                    logits_processor=LogitsProcessorList([_RowTemperature([r.settings.temperature for r in batch])]),
+                    stopping_criteria=StoppingCriteriaList([monitor]),
+                )
+        elapsed = time.perf_counter() - started
+        tokens = sum(monitor.counts)
+        metrics.GENERATED_TOKENS.labels(self.name).inc(tokens)
+        metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+        if elapsed > 0:
+            metrics.TOKENS_PER_SECOND.labels(self.name).set(tokens / elapsed)
+        for row, req in enumerate(batch):
+            final = GenerationUpdate(monitor.texts[row], monitor.counts[row], len(req.prompt_ids) + monitor.counts[row], True)
+            self.deliver(req, final)
+
+    def _adapter_context(self, adapter: str | None):
+        """Selects the adapter for a batch; no adapter means the bare base."""
+        import contextlib
+
+        if not self.adapters:
+            return contextlib.nullcontext()
+        if adapter is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return contextlib.nullcontext()
+
+    async def warm_up(self) -> None:
+        """One short generation per adapter (and the base), so the first user waits for no lazy init."""
+        settings = GenerationSettings(temperature=1.0, max_new_tokens=2)
+        for adapter in [None, *self.adapters] if self.adapters else [None]:
+            async for _ in self.for_adapter(adapter).generate("안녕", settings):
+                pass
+
+
+class AdapterGenerator(TaskGenerator):
+    """The engine bound to one adapter: what a task's attempt loop calls."""
+
+    def __init__(self, engine: LLMEngine, adapter: str | None) -> None:
+        self.engine = engine
+        self.adapter = adapter
+
+    async def generate(
+        self, prompt: str | ChatPrompt, settings: GenerationSettings, stream: bool = False
+    ) -> AsyncIterator[GenerationUpdate]:
+        req = self.engine.submit(self.engine.encode_prompt(prompt), self.adapter, settings, stream)
+        try:
+            while True:
+                update = await req.updates.get()
+                if isinstance(update, Exception):
+                    raise update
+                yield update
+                if update.done:
+                    return
+        finally:
+            req.cancelled = True

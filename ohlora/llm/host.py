@@ -1,0 +1,99 @@
+"""Hosts one or more LLM tasks on one base model (one adapter per task) in one process.
+
+`ohlora serve llm_message` hosts one task; `ohlora serve llm --tasks ...` hosts several
+on the same base (consolidated mode): the gateway only sees addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+
+from ohlora.config import TASK_NAMES, Settings
+from ohlora.errors import NotReady
+from ohlora.llm.engine import AdapterGenerator, EngineConfig, LLMEngine
+from ohlora.llm.task import Dialect, TaskStats
+from ohlora.runtime.server import ServiceBinding
+from ohlora.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+# Task name -> the service package that holds its task and servicer.
+TASK_SERVICES = {
+    "message": "services.llm_message",
+    "memory": "services.llm_memory",
+    "summary": "services.llm_summary",
+    "pose": "services.llm_pose",
+}
+
+
+def stats_message(stats: TaskStats) -> common_pb2.GenerationStats:
+    return common_pb2.GenerationStats(
+        attempts=stats.attempts,
+        generated_tokens=stats.generated_tokens,
+        elapsed_ms=stats.elapsed_ms,
+        fallback=stats.fallback,
+    )
+
+
+class LLMHost:
+    """The engine (and, with the memory task, the embedder) behind a process's task servicers."""
+
+    def __init__(self, settings: Settings, tasks: list[str]) -> None:
+        unknown = [t for t in tasks if t not in TASK_NAMES]
+        if unknown or not tasks:
+            raise ValueError(f"unknown or no tasks {unknown or tasks}; choose from {', '.join(TASK_NAMES)}")
+        self.settings = settings
+        self.tasks = tasks
+        self.engine: LLMEngine | None = None
+        self.embedder = None
+
+    @property
+    def max_input_chars(self) -> int:
+        return self.settings.llm.max_input_chars
+
+    def dialect(self, task: str) -> Dialect:
+        return self.settings.llm.dialect_of(task)
+
+    def require_engine(self) -> LLMEngine:
+        if self.engine is None:
+            raise NotReady("the model is still loading; retry when health reports SERVING")
+        return self.engine
+
+    def generator(self, task: str) -> AdapterGenerator:
+        engine = self.require_engine()
+        return engine.for_adapter(task if task in engine.adapters else None)
+
+    def engine_config(self) -> EngineConfig:
+        llm = self.settings.llm
+        adapters = {t: llm.task(t).adapter for t in self.tasks if llm.task(t).adapter}
+        return EngineConfig(
+            base_model=llm.base_model,
+            adapters=adapters,  # type: ignore[arg-type]
+            dtype=llm.dtype,
+            device=llm.device,
+            max_batch_size=llm.max_batch_size,
+            max_queue=llm.max_queue,
+            trust_remote_code=llm.trust_remote_code,
+        )
+
+    async def load(self) -> None:
+        engine = await asyncio.to_thread(LLMEngine.load, self.engine_config())
+        engine.start()
+        await engine.warm_up()
+        if "memory" in self.tasks:
+            from services.llm_memory.embedder import Embedder
+
+            embedder = await asyncio.to_thread(Embedder.load, self.settings.embedder)
+            await asyncio.to_thread(embedder.encode, ["안녕"], "query")
+            self.embedder = embedder
+        self.engine = engine
+        log.info("loaded", extra={"fields": {"tasks": self.tasks, "adapters": engine.adapters}})
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop()
+
+    def bindings(self) -> list[ServiceBinding]:
+        return [importlib.import_module(TASK_SERVICES[t] + ".servicer").binding(self) for t in self.tasks]

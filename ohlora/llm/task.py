@@ -1,0 +1,207 @@
+"""What an LLM task is: prompt dialects, generation settings, a parser and a retry policy.
+
+The four services (message, memory, summary, pose) differ only in a `TaskSpec`;
+the engine and the attempt loop (`run_task`) are shared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Generic, Literal, TypeVar
+
+from ohlora.runtime import metrics
+
+T = TypeVar("T")
+
+# Plain-text markers of the original's fine-tuning format (UPSTREAM.md §2.1).
+ANSWER_START = "(답변 시작)"
+ANSWER_END = "(답변 종료)"
+# The original stops on the token ids of "답변 종료)"; as text this works for any tokenizer.
+ORIGINAL_STOP = "답변 종료)"
+
+
+class Dialect(str, Enum):
+    """How a task talks to its model.
+
+    ORIGINAL: the Oh-LoRA v2 fine-tuning format ("... (답변 시작)"), for its published adapters.
+    CHAT: the model's chat template with persona and format instructions, for any
+    instruct model without an adapter.
+    """
+
+    ORIGINAL = "original"
+    CHAT = "chat"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling and length limits of one task in one dialect.
+
+    `reject_at_tokens` is the original's "probably truncated" rule: an attempt whose
+    token count (total incl. prompt, or new only) reaches it is rejected.
+    """
+
+    temperature: float
+    max_new_tokens: int | None = None
+    max_total_tokens: int | None = None
+    stop_strings: tuple[str, ...] = ()
+    reject_at_tokens: int | None = None
+    count_tokens: Literal["new", "total"] = "new"
+
+    def __post_init__(self) -> None:
+        if (self.max_new_tokens is None) == (self.max_total_tokens is None):
+            raise ValueError("set exactly one of max_new_tokens and max_total_tokens")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One generation, as the parser sees it."""
+
+    text: str  # the continuation after the prompt, decoded
+    number: int  # 1-based attempt number
+    new_tokens: int
+    total_tokens: int
+
+
+class Reject(Exception):
+    """Raised by a parser: the attempt is refused and the task retries."""
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A chat-dialect prompt: system instructions plus one user message."""
+
+    system: str
+    user: str
+
+
+@dataclass(frozen=True)
+class TaskSpec(Generic[T]):
+    """A task is data: how to prompt, how to sample, how to parse, how often to retry.
+
+    `build_prompt` receives the task's request fields as keyword arguments and returns
+    the original-dialect string; `build_chat` returns the chat-dialect prompt.
+    """
+
+    name: str
+    max_attempts: int
+    settings: dict[Dialect, GenerationSettings]
+    build_prompt: Callable[..., str]
+    build_chat: Callable[..., ChatPrompt]
+    parse: Callable[[Attempt], T]
+    fallback: Callable[[], T]
+    # The chat dialect's answers do not start with the space the original's do;
+    # prefixing one keeps the shared parsers' rules meaningful.
+    chat_prefix: str = " "
+
+
+@dataclass
+class TaskStats:
+    attempts: int = 0
+    generated_tokens: int = 0
+    elapsed_ms: float = 0.0
+    fallback: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The attempt in progress produced more text (streaming tasks only)."""
+
+    attempt: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finished(Generic[T]):
+    value: T
+    stats: TaskStats = field(default_factory=TaskStats)
+
+
+TaskEvent = Progress | Rejected | Finished
+
+
+def token_rule_rejects(settings: GenerationSettings, new_tokens: int, total_tokens: int) -> bool:
+    """The original's length-based rejection: True when the budget was (nearly) used up."""
+    if settings.reject_at_tokens is None:
+        return False
+    count = total_tokens if settings.count_tokens == "total" else new_tokens
+    return count >= settings.reject_at_tokens
+
+
+async def run_task(
+    generator: "TaskGenerator",
+    spec: TaskSpec[T],
+    dialect: Dialect,
+    stream: bool = False,
+    **fields: str,
+) -> AsyncIterator[TaskEvent]:
+    """The attempt loop shared by every task: generate, check, parse, retry, fall back."""
+    settings = spec.settings[dialect]
+    prefix = spec.chat_prefix if dialect is Dialect.CHAT else ""
+    if dialect is Dialect.ORIGINAL:
+        prompt: str | ChatPrompt = spec.build_prompt(**fields)
+    else:
+        prompt = spec.build_chat(**fields)
+    stats = TaskStats()
+    started = time.perf_counter()
+    for number in range(1, spec.max_attempts + 1):
+        stats.attempts = number
+        text, new_tokens, total_tokens = "", 0, 0
+        async for update in generator.generate(prompt, settings, stream=stream):
+            text, new_tokens, total_tokens = prefix + update.text, update.new_tokens, update.total_tokens
+            if stream and not update.done:
+                yield Progress(number, text)
+        stats.generated_tokens += new_tokens
+        if token_rule_rejects(settings, new_tokens, total_tokens):
+            yield Rejected(number, f"token budget reached ({settings.count_tokens} tokens)")
+            continue
+        try:
+            value = spec.parse(Attempt(text, number, new_tokens, total_tokens))
+        except Reject as exc:
+            yield Rejected(number, str(exc))
+            continue
+        yield _finish(spec, value, stats, started)
+        return
+    stats.fallback = True
+    yield _finish(spec, spec.fallback(), stats, started)
+
+
+def _finish(spec: TaskSpec[T], value: T, stats: TaskStats, started: float) -> Finished[T]:
+    stats.elapsed_ms = (time.perf_counter() - started) * 1000
+    metrics.TASK_ATTEMPTS.labels(spec.name).observe(stats.attempts)
+    if stats.fallback:
+        metrics.TASK_FALLBACKS.labels(spec.name).inc()
+    return Finished(value, stats)
+
+
+async def complete_task(generator: "TaskGenerator", spec: TaskSpec[T], dialect: Dialect, **fields: str) -> Finished[T]:
+    """Runs a non-streaming task to its result (accepted value or fallback)."""
+    async for event in run_task(generator, spec, dialect, **fields):
+        if isinstance(event, Finished):
+            return event
+    raise AssertionError("run_task ended without a result")
+
+
+class TaskGenerator:
+    """What run_task needs from the engine: generation bound to one adapter (or none)."""
+
+    def generate(
+        self, prompt: str | ChatPrompt, settings: GenerationSettings, stream: bool = False
+    ) -> AsyncIterator["GenerationUpdate"]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class GenerationUpdate:
+    text: str
+    new_tokens: int
+    total_tokens: int
+    done: bool

@@ -1,0 +1,1 @@
+"""Process runtime shared by every service: server, config, logging, metrics, devices."""

@@ -1,0 +1,158 @@
+"""The `tiny` preset: models built from a config in seconds, with random weights.
+
+For tests and CI only: a GPT-NeoX base (the original's architecture, a few hundred
+thousand parameters) with a byte-level BPE tokenizer trained here on Korean and
+English text, one LoRA adapter per task on `query_key_value` (as the original), and
+a two-layer BERT sentence embedder. The output is noise; the plumbing is real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# Text the tokenizers learn from, written for this project.
+CORPUS = [
+    "로라야 오늘 뭐 해? 나는 집에서 영화 볼 거야!",
+    "(답변 시작) ### 답변: 응 좋아! (답변 종료) <|endoftext|>",
+    "(오로라 답변 요약) 주말 계획 이야기 (사용자 질문) 너는 주말에 뭐 할 거야?",
+    "[오늘 일정: 친구랑 카페 가기] 오늘 뭐 입고 나가지?",
+    "(눈 크게, 입 보통, 고개 돌림 없음) (눈 작게, 입 아주 크게, 고개 돌림 많이)",
+    "[상태: 시험 끝남] [좋아하는 음식: 떡볶이] [내일 날씨: 맑음]",
+    "안녕하세요 반가워요 고마워 미안해 사랑해 재미있다 배고파 졸려",
+    "The quick brown fox jumps over the lazy dog. Hello, how are you today?",
+    "오로라는 샘올대학교 인공지능학과 3학년이고 MBTI 는 ENTJ 야 😊 ✨ 🌹",
+    "0123456789 ,.!?:;()[]{}<>-_'\" 가나다라마바사아자차카타파하",
+]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TASKS = ("message", "memory", "summary", "pose")
+
+
+@dataclass(frozen=True)
+class TinyPreset:
+    base: Path
+    adapters: dict[str, Path]
+    embedder: Path
+
+    def config_toml(self, dialect: str = "original") -> str:
+        """A config file that points every task at these models."""
+        lines = [
+            "[llm]",
+            f'base_model = "{self.base}"',
+            f'dialect = "{dialect}"',
+            'dtype = "float32"',
+            'device = "cpu"',
+            "",
+            "[embedder]",
+            f'model = "{self.embedder}"',
+            "threshold = 0.9",
+            'device = "cpu"',
+        ]
+        for task, path in self.adapters.items():
+            lines += ["", f"[llm.tasks.{task}]", f'adapter = "{path}"']
+        return "\n".join(lines) + "\n"
+
+
+def build_tokenizer(out: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", additional_special_tokens=specials[1:]
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+    return fast
+
+
+def build_base(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tokenizer = build_tokenizer(out)
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    GPTNeoXForCausalLM(config).save_pretrained(out)
+    return out
+
+
+def build_adapter(base: Path, out: Path, seed: int, rank: int = 8) -> Path:
+    """A LoRA adapter like the original's (query_key_value, gaussian init) with non-zero B, so it changes outputs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(
+        r=rank, lora_alpha=16, lora_dropout=0.05, init_lora_weights="gaussian",
+        target_modules=["query_key_value"], task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def build_embedder(out: Path, seed: int = 0) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    hf_dir = out.parent / (out.name + "-hf")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    fast.save_pretrained(hf_dir)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(hf_dir)
+    transformer = Transformer(str(hf_dir), max_seq_length=64)
+    model = SentenceTransformer(
+        modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"), Normalize()], device="cpu"
+    )
+    model.save(str(out))
+    return out
+
+
+def build_tiny_preset(root: Path) -> TinyPreset:
+    root.mkdir(parents=True, exist_ok=True)
+    base = build_base(root / "base")
+    adapters = {task: build_adapter(base, root / f"adapter-{task}", seed=10 + i) for i, task in enumerate(TASKS)}
+    return TinyPreset(base=base, adapters=adapters, embedder=build_embedder(root / "embedder"))

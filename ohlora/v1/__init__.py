@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for package ohlora.v1 (see proto/)."""

@@ -1,0 +1,1 @@
+"""Memory task: extract one fact to remember; embed texts for recall."""

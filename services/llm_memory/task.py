@@ -1,0 +1,114 @@
+"""The memory-extraction task: normalisation and validity rules of the original (UPSTREAM.md §2.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ohlora.llm.persona import CONTEXT_NOTE
+from ohlora.llm.task import (
+    ANSWER_END,
+    ANSWER_START,
+    ORIGINAL_STOP,
+    Attempt,
+    ChatPrompt,
+    Dialect,
+    GenerationSettings,
+    Reject,
+    TaskSpec,
+)
+from services.llm_message.task import strip_invisible
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Fact:
+    key: str
+    value: str
+    text: str  # "[key: value]" as normalised
+
+
+def normalise_memory(text: str) -> str:
+    """Brings a model answer to "[key: value]" form the way the original does."""
+    text = strip_invisible(text.replace(ANSWER_END, ""))
+    for old, new in (("(", "["), (")", "]"), ("{", "["), ("}", "]"), (" : ", ": ")):
+        text = text.replace(old, new)
+    if "[" in text and "]" in text:
+        text = "[" + text.split("[")[1].split("]")[0] + "]"
+    if ": " not in text:
+        text = text.replace(":", ": ")
+    if "[" not in text and "]" not in text and ": " in text:
+        text = "[" + text + "]"
+    return text
+
+
+def check_memory(text: str) -> str:
+    """Returns the normalised answer ('' or blank = nothing to remember) or raises Reject.
+
+    The original crashes with IndexError on an exactly empty answer; here it means
+    "nothing to remember", as the original's own comment and its v3 intend.
+    """
+    text = normalise_memory(text)
+    if "답변 종료" in text or "답변종료" in text:
+        raise Reject("stray end mark")
+    if text.strip() == "":
+        return text
+    inner = text[1:-1]
+    well_formed = (
+        text.startswith("[")
+        and text.endswith("]")
+        and ": " in text
+        and text.count("[") == 1
+        and text.count("]") == 1
+        and text.count(":") == 1
+        and inner.split(":")[0].strip() != ""
+        and inner.split(":")[-1].strip() != ""
+    )
+    if not well_formed:
+        raise Reject("not a single [key: value]")
+    if "�" in text or "     " in text or "http" in text:
+        raise Reject("broken character, five spaces or link")
+    return text
+
+
+def to_fact(text: str) -> Fact | None:
+    """A checked answer as a Fact, or None for "nothing to remember"."""
+    if text.strip() == "":
+        return None
+    key, value = text[1:-1].split(":")
+    return Fact(key=key.strip(), value=value.strip(), text=text)
+
+
+def parse_memory(attempt: Attempt) -> Fact | None:
+    return to_fact(check_memory(attempt.text))
+
+
+def build_prompt(final_input: str) -> str:
+    return f"{final_input} {ANSWER_START}"
+
+
+def build_chat(final_input: str) -> ChatPrompt:
+    system = (
+        "너는 대화에서 사용자에 대해 기억할 사실을 뽑는 도우미야. "
+        f"{CONTEXT_NOTE} "
+        "사용자의 마지막 메시지에 사용자의 상태, 일정, 날씨, 취향, 감정처럼 기억할 만한 사실이 있으면 "
+        "[키: 값] 형식으로 딱 하나만 출력해. 예: [내일 일정: 친구 생일 파티], [좋아하는 과일: 복숭아], [상태: 시험 끝남]. "
+        "기억할 사실이 없으면 아무것도 출력하지 마. 설명은 쓰지 마."
+    )
+    return ChatPrompt(system=system, user=final_input)
+
+
+EXTRACT_TASK: TaskSpec[Fact | None] = TaskSpec(
+    name="memory",
+    max_attempts=MAX_ATTEMPTS,
+    settings={
+        Dialect.ORIGINAL: GenerationSettings(
+            temperature=0.6, max_new_tokens=24, stop_strings=(ORIGINAL_STOP,), reject_at_tokens=24
+        ),
+        Dialect.CHAT: GenerationSettings(temperature=0.6, max_new_tokens=32, reject_at_tokens=32),
+    },
+    build_prompt=build_prompt,
+    build_chat=build_chat,
+    parse=parse_memory,
+    fallback=lambda: None,
+)

@@ -1,0 +1,1 @@
+"""Reply task: Oh-LoRA's answer to the final input, streamed."""

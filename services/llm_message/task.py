@@ -1,0 +1,131 @@
+"""The reply task: prompts, the original's rejection rules and cleaning (UPSTREAM.md §2.2)."""
+
+from __future__ import annotations
+
+from ohlora.llm.persona import CONTEXT_NOTE, PERSONA
+from ohlora.llm.task import (
+    ANSWER_END,
+    ANSWER_START,
+    ORIGINAL_STOP,
+    Attempt,
+    ChatPrompt,
+    Dialect,
+    GenerationSettings,
+    Reject,
+    TaskSpec,
+)
+
+FALLBACK_REPLY = "(읽씹)"
+MAX_ATTEMPTS = 15
+# The original's prompt guard: inputs longer than this many tokens get no reply.
+MAX_INPUT_TOKENS = 48
+TOO_LONG_MESSAGE = (
+    "[SYSTEM MESSAGE] 너무 긴 질문은 오로라👱‍♀️ 에게 부담 돼요! "
+    "그런 질문은 오로라의 절친 혜나 🌹 (LLM Hyena) 에게 해 주세요! 😢"
+)
+STRAY_SYMBOLS = ("➤", "⊙", "➥", "⇨", "➯", "⑤", "⑥")
+FORBIDDEN_QUOTES = ('"', "”", "“", "’")
+INVISIBLE = ("\u200b", "\xa0")
+
+
+def strip_invisible(text: str) -> str:
+    for ch in INVISIBLE:
+        text = text.replace(ch, "")
+    return text
+
+
+def drop_bracketed_prefix(text: str) -> str:
+    """v1 leftover kept for the published adapters: text between the 1st and 2nd ']' survives."""
+    if "[" in text and "]" in text:
+        return text.split("]")[1]
+    return text
+
+
+def check_reply(text: str, attempt: int) -> str:
+    """The original's per-attempt rules; returns the accepted text (end mark removed) or raises Reject."""
+    text = drop_bracketed_prefix(strip_invisible(text))
+    if text.replace("\n", "").replace(ANSWER_END, "").replace(" ", "") == "":
+        raise Reject("empty answer")
+    without_mark = text.replace(ANSWER_END, "")
+    if "답변 종료" in without_mark or "답변종료" in without_mark:
+        raise Reject("stray end mark")
+    compact = text.replace(" ", "")
+    if "(사용자" in compact or "요약)" in compact:
+        raise Reject("leaked prompt marker")
+    if attempt < 2 and not text.startswith(" "):
+        raise Reject("first attempt must start with a space")
+    if any(q in text for q in FORBIDDEN_QUOTES):
+        raise Reject("quotation mark")
+    if "�" in text:
+        raise Reject("broken character")
+    if "     " in text:
+        raise Reject("five spaces")
+    if "http" in text:
+        raise Reject("link")
+    return without_mark
+
+
+def clean_reply(text: str) -> str:
+    """The original's `clean_llm_answer`: a leading '- ' and stray arrow symbols go."""
+    if text.startswith(" - ") or text.startswith("- "):
+        text = text[2:]
+    for symbol in STRAY_SYMBOLS:
+        text = text.replace(symbol, "")
+    return text
+
+
+def parse_reply(attempt: Attempt) -> str:
+    return clean_reply(check_reply(attempt.text, attempt.number))
+
+
+def preview_reply(partial: str) -> str:
+    """What the client may show while an attempt is still being generated.
+
+    Same transformations as the final answer, minus a trailing piece that could still
+    turn into the end mark, so accepted text streams without jumps.
+    """
+    text = strip_invisible(partial)
+    if ANSWER_END in text:
+        text = text.split(ANSWER_END)[0]
+    else:
+        for cut in range(len(ANSWER_END) - 1, 0, -1):
+            if text.endswith(ANSWER_END[:cut]):
+                text = text[:-cut]
+                break
+    if "[" in text:
+        # A bracket pair may still close: show nothing of it until the answer settles.
+        text = drop_bracketed_prefix(text) if "]" in text else text.split("[")[0]
+    return clean_reply(text)
+
+
+def build_prompt(final_input: str) -> str:
+    return f"{final_input} {ANSWER_START}"
+
+
+def build_chat(final_input: str) -> ChatPrompt:
+    system = (
+        f"{PERSONA} {CONTEXT_NOTE} "
+        "마지막 사용자 질문에 한국어 반말로 한두 문장, 60자 이내로 짧게 대답해. "
+        "따옴표와 링크는 쓰지 말고, 이모지는 가끔 하나 정도만 써."
+    )
+    return ChatPrompt(system=system, user=final_input)
+
+
+REPLY_TASK: TaskSpec[str] = TaskSpec(
+    name="message",
+    max_attempts=MAX_ATTEMPTS,
+    settings={
+        Dialect.ORIGINAL: GenerationSettings(
+            temperature=0.6,
+            max_total_tokens=96,
+            stop_strings=(ORIGINAL_STOP,),
+            reject_at_tokens=91,
+            count_tokens="total",
+        ),
+        Dialect.CHAT: GenerationSettings(temperature=0.6, max_new_tokens=80, reject_at_tokens=80),
+    },
+    build_prompt=build_prompt,
+    build_chat=build_chat,
+    parse=parse_reply,
+    fallback=lambda: FALLBACK_REPLY,
+)

@@ -1,0 +1,1 @@
+"""Expression task: eyes, mouth and head turn for Oh-LoRA's reply."""

@@ -1,0 +1,1 @@
+"""Summary task: a one-line summary of (final input, reply)."""

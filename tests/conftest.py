@@ -1,0 +1,41 @@
+"""Shared test fixtures: upstream reference data, tiny models, free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def upstream_fixtures_dir() -> Path:
+    """../shared/fixtures/upstream by default; OHLORA_UPSTREAM_FIXTURES overrides."""
+    default = REPO_ROOT.parent / "shared" / "fixtures" / "upstream"
+    return Path(os.environ.get("OHLORA_UPSTREAM_FIXTURES", default))
+
+
+def require_upstream_file(name: str) -> Path:
+    path = upstream_fixtures_dir() / name
+    if not path.exists():
+        message = f"upstream fixture {path} is missing (set OHLORA_UPSTREAM_FIXTURES)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def parser_cases() -> list[dict]:
+    path = require_upstream_file("parser_cases.jsonl")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny GPT-NeoX base with one LoRA adapter per task and a tiny sentence embedder, built once."""
+    from ohlora.tiny import build_tiny_preset
+
+    return build_tiny_preset(tmp_path_factory.mktemp("tiny"))
