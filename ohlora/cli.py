@@ -95,6 +95,17 @@ def build_tiny(
 
 
 @app.command()
+def demo(
+    config: ConfigOpt = None,
+    text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="A user turn (repeatable).")] = None,
+) -> None:
+    """Start the LLM services on offline models and run Korean turns through them."""
+    from ohlora.demo import DEMO_TURNS, run_demo
+
+    run_demo(config, text or DEMO_TURNS, echo=typer.echo)
+
+
+@app.command()
 def bench(
     suite: Annotated[str, typer.Argument(help="Suite name, e.g. llm-batching, llm-consolidated.")],
     quick: Annotated[bool, typer.Option(help="Smaller run (under a minute), same ratio.")] = False,

@@ -39,3 +39,28 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory):
     from ohlora.tiny import build_tiny_preset
 
     return build_tiny_preset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config file pointing every task (original dialect) at the tiny models."""
+    path = tmp_path_factory.mktemp("config") / "ohlora.toml"
+    path.write_text(tiny_models.config_toml("original"))
+    return path
+
+
+@pytest.fixture
+def start_service(tmp_path):
+    """Starts `ohlora serve ...` as real subprocesses; stops them after the test."""
+    from ohlora.client import ServiceProcessHandle, free_port
+
+    started: list[ServiceProcessHandle] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServiceProcessHandle:
+        handle = ServiceProcessHandle(list(args), free_port(), tmp_path / f"service-{len(started)}.log", env)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.terminate()

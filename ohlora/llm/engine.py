@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,8 @@ class LLMEngine:
         self._wakeup = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._torch_lock = threading.Lock()
+        # (adapter, rows) of recent batches: what batching actually did, for logs and tests.
+        self.recent_batches: deque[tuple[str | None, int]] = deque(maxlen=256)
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -244,6 +247,7 @@ class LLMEngine:
             batch = [r for r in batch if not r.cancelled]
             if not batch:
                 continue
+            self.recent_batches.append((adapter, len(batch)))
             try:
                 await asyncio.to_thread(self._run_batch, batch)
             except Exception as exc:  # noqa: BLE001 - reported to every waiting caller

@@ -1,0 +1,96 @@
+"""Client-side helpers shared by the demo, benchmarks and tests: start, wait, stop services."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def health_status(address: str, service: str = "", timeout: float = 1.0) -> str:
+    """'SERVING', 'NOT_SERVING', ... or the gRPC error code name when the server does not answer."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+    except grpc.RpcError as exc:
+        return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+class ServiceProcessHandle:
+    """A service started as a real subprocess (`python -m ohlora.cli serve ...`)."""
+
+    def __init__(self, args: list[str], port: int, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.log_path = log_path
+        self.seen_statuses: list[str] = []
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ohlora.cli", *args, "--port", str(port), "--host", "127.0.0.1"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+
+    def poll_health(self) -> str:
+        """Checks health once, remembering each change of status."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"service exited with {self.proc.returncode}; log:\n{self.log()}")
+        status = health_status(self.address)
+        if not self.seen_statuses or self.seen_statuses[-1] != status:
+            self.seen_statuses.append(status)
+        return status
+
+    def wait_serving(self, timeout: float = 180.0) -> None:
+        wait_all_serving([self], timeout)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._log.close()
+
+    @property
+    def rss_bytes(self) -> int:
+        import psutil
+
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+
+def wait_all_serving(handles: list[ServiceProcessHandle], timeout: float = 180.0) -> None:
+    """Polls every handle in turn until all report SERVING (so each one's status history is seen)."""
+    deadline = time.monotonic() + timeout
+    pending = list(handles)
+    while pending:
+        pending = [h for h in pending if h.poll_health() != "SERVING"]
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"{pending[0].address} not SERVING after {timeout}s; log:\n{pending[0].log()}")
+        time.sleep(0.05)

@@ -1,0 +1,129 @@
+"""The shared LLM engine on a tiny GPT-NeoX with real LoRA adapters, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ohlora.errors import QueueFull
+from ohlora.llm.engine import EngineConfig, LLMEngine
+from ohlora.llm.task import ChatPrompt, GenerationSettings
+
+GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+async def engine(tiny_models):
+    config = EngineConfig(
+        base_model=str(tiny_models.base),
+        adapters={"message": str(tiny_models.adapters["message"]), "pose": str(tiny_models.adapters["pose"])},
+        dtype="float32",
+        device="cpu",
+        max_batch_size=8,
+        max_queue=16,
+    )
+    eng = LLMEngine.load(config)
+    eng.start()
+    yield eng
+    await eng.stop()
+
+
+async def final(engine, prompt, settings, adapter=None):
+    last = None
+    async for update in engine.for_adapter(adapter).generate(prompt, settings):
+        last = update
+    return last
+
+
+async def test_concurrent_requests_are_batched_per_adapter(engine):
+    engine.recent_batches.clear()
+    jobs = [final(engine, f"로라야 {i}", GREEDY, "message") for i in range(4)]
+    jobs += [final(engine, f"안녕 {i}", GREEDY, "pose") for i in range(2)]
+    results = await asyncio.gather(*jobs)
+    assert all(r.done for r in results)
+    assert list(engine.recent_batches) == [("message", 4), ("pose", 2)]
+
+
+async def test_requests_arriving_during_a_batch_join_the_next(engine):
+    engine.recent_batches.clear()
+    long = GenerationSettings(temperature=0.0, max_new_tokens=60)
+    first = asyncio.create_task(final(engine, "첫 요청", long, "message"))
+    while not engine.recent_batches:
+        await asyncio.sleep(0.001)
+    later = [final(engine, f"늦은 요청 {i}", GREEDY, "message") for i in range(3)]
+    await asyncio.gather(first, *later)
+    assert list(engine.recent_batches) == [("message", 1), ("message", 3)]
+
+
+async def test_batched_output_equals_single_output(engine):
+    prompts = ["로라야", "로라야 오늘 뭐 먹었어? 나는 떡볶이", "안녕"]
+    alone = [await final(engine, p, GREEDY, "message") for p in prompts]
+    together = await asyncio.gather(*(final(engine, p, GREEDY, "message") for p in prompts))
+    assert [a.text for a in alone] == [t.text for t in together]
+    assert [a.new_tokens for a in alone] == [t.new_tokens for t in together]
+
+
+async def test_adapters_change_outputs(engine):
+    base = await final(engine, "로라야 안녕", GREEDY, None)
+    message = await final(engine, "로라야 안녕", GREEDY, "message")
+    pose = await final(engine, "로라야 안녕", GREEDY, "pose")
+    assert len({base.text, message.text, pose.text}) == 3
+
+
+async def test_per_row_budgets_and_total_token_limit(engine):
+    short = GenerationSettings(temperature=0.0, max_new_tokens=3)
+    total = GenerationSettings(temperature=0.0, max_total_tokens=10)
+    prompt = "로라야 오늘"
+    prompt_len = len(engine.encode_prompt(prompt))
+    a, b, c = await asyncio.gather(
+        final(engine, prompt, short, "message"), final(engine, prompt, GREEDY, "message"), final(engine, prompt, total, "message")
+    )
+    assert (a.new_tokens, b.new_tokens) == (3, 12)
+    assert c.total_tokens == 10 and c.new_tokens == 10 - prompt_len
+    assert b.text.startswith(a.text)
+
+
+async def test_stop_string_ends_a_row(engine):
+    full = await final(engine, "오로라 요약", GenerationSettings(temperature=0.0, max_new_tokens=30), "message")
+    stop = full.text[4:6]
+    assert len(stop) == 2 and full.text.index(stop) >= 1
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=30, stop_strings=(stop,))
+    cut = await final(engine, "오로라 요약", settings, "message")
+    assert stop in cut.text and cut.new_tokens < full.new_tokens
+    assert full.text.startswith(cut.text)
+
+
+async def test_streaming_updates_grow(engine):
+    texts = []
+    async for update in engine.for_adapter("message").generate("로라야", GREEDY, stream=True):
+        texts.append(update.text)
+    assert len(texts) >= 5
+    assert all(texts[i + 1].startswith(texts[i].rstrip("\ufffd")) for i in range(len(texts) - 2))
+
+
+async def test_chat_dialect_uses_the_chat_template(engine):
+    ids = engine.encode_prompt(ChatPrompt(system="너는 오로라야", user="안녕"))
+    text = engine.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\n너는 오로라야<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\n")
+    result = await final(engine, ChatPrompt(system="너는 오로라야", user="안녕"), GREEDY)
+    assert result.done and result.new_tokens > 0
+
+
+async def test_full_queue_is_refused(engine):
+    engine.max_queue = 2
+    engine.recent_batches.clear()
+    try:
+        long = GenerationSettings(temperature=0.0, max_new_tokens=40)
+        running = asyncio.create_task(final(engine, "길게", long, "message"))
+        while not engine.recent_batches or engine._waiting:
+            await asyncio.sleep(0.001)
+        waiting = [asyncio.create_task(final(engine, f"대기 {i}", GREEDY, "message")) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull, match="queue is full"):
+            await final(engine, "넘침", GREEDY, "message")
+        await asyncio.gather(running, *waiting)
+    finally:
+        engine.max_queue = 16
+    assert (await final(engine, "다시", GREEDY, "message")).done
