@@ -10,6 +10,7 @@ streams its text as tokens arrive.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 import time
@@ -266,16 +267,25 @@ class LLMEngine:
         monitor = _BatchMonitor(self, batch, width)
         max_new = max(r.max_new for r in batch)
         if max_new > 0:
+            # Sampling is set here in full; per-row temperature and stops live in the processors.
+            config = copy.deepcopy(self.model.generation_config)
+            config.update(
+                max_new_tokens=max_new,
+                max_length=None,
+                min_length=0,
+                min_new_tokens=None,
+                do_sample=True,
+                temperature=1.0,
+                top_k=TOP_K,
+                top_p=1.0,
+                pad_token_id=pad,
+                stop_strings=None,
+            )
             with self._torch_lock, torch.inference_mode(), self._adapter_context(batch[0].adapter):
                 self.model.generate(
                     input_ids=input_ids,
+                    generation_config=config,
                     attention_mask=attention,
-                    max_new_tokens=max_new,
-                    do_sample=True,
-                    temperature=1.0,
-                    top_k=TOP_K,
-                    top_p=1.0,
-                    pad_token_id=pad,
                     logits_processor=LogitsProcessorList([_RowTemperature([r.settings.temperature for r in batch])]),
                     stopping_criteria=StoppingCriteriaList([monitor]),
                 )

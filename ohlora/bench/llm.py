@@ -1,0 +1,138 @@
+"""LLM benchmarks: batching throughput and consolidated-mode memory."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from ohlora.bench import SuiteResult
+from ohlora.bench.models import smollm2_135m
+from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
+from ohlora.llm.engine import EngineConfig, LLMEngine
+from ohlora.llm.task import ChatPrompt, GenerationSettings
+from ohlora.v1 import llm_pb2, llm_pb2_grpc
+
+TOPICS = ["a lighthouse keeper", "a lost robot", "a dragon who bakes", "two rival chess clubs",
+          "a city under the sea", "a time-travelling cat", "the first day at a new school", "a mountain village"]
+CONCURRENCY = 8
+
+
+def _prompt(topic: str) -> ChatPrompt:
+    return ChatPrompt(system="You are a storyteller. Answer at length.", user=f"Write a long story about {topic}.")
+
+
+async def _generate(engine: LLMEngine, topic: str, settings: GenerationSettings) -> int:
+    tokens = 0
+    async for update in engine.for_adapter(None).generate(_prompt(topic), settings):
+        tokens = update.new_tokens
+    return tokens
+
+
+async def _batching(quick: bool) -> SuiteResult:
+    model = smollm2_135m()
+    engine = LLMEngine.load(EngineConfig(base_model=str(model), dtype="bfloat16", device="cpu", max_batch_size=CONCURRENCY))
+    engine.start()
+    settings = GenerationSettings(temperature=0.6, max_new_tokens=32 if quick else 64)
+    await _generate(engine, "warm-up", GenerationSettings(temperature=0.6, max_new_tokens=4))
+    rounds = 1 if quick else 3
+    rows: list[list[object]] = []
+    ratios = []
+    for r in range(rounds):
+        started = time.perf_counter()
+        single_tokens = await _generate(engine, TOPICS[r % len(TOPICS)], settings)
+        single_s = time.perf_counter() - started
+        engine.recent_batches.clear()
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(_generate(engine, t, settings) for t in TOPICS[:CONCURRENCY]))
+        batch_s = time.perf_counter() - started
+        single_tps, batch_tps = single_tokens / single_s, sum(counts) / batch_s
+        ratios.append(batch_tps / single_tps)
+        rows.append([r + 1, "1 request", single_tokens, single_s, single_tps, 1, 1.0])
+        rows.append([r + 1, f"{CONCURRENCY} concurrent", sum(counts), batch_s, batch_tps,
+                     max(n for _, n in engine.recent_batches), batch_tps / single_tps])
+    await engine.stop()
+    speedup = statistics.median(ratios)
+    return SuiteResult(
+        columns=["round", "load", "tokens", "seconds", "tokens/s", "largest batch", "vs single"],
+        rows=rows,
+        results={"batching_speedup": speedup},
+        notes=[f"SmolLM2-135M-Instruct bf16 on CPU, engine in-process, chat prompts, T=0.6, "
+               f"max {settings.max_new_tokens} new tokens; median of {rounds} alternating rounds"],
+    )
+
+
+def llm_batching(quick: bool) -> SuiteResult:
+    return asyncio.run(_batching(quick))
+
+
+def _build_adapters(base: Path, root: Path, tasks: list[str]) -> dict[str, Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapters = {}
+    for i, task in enumerate(tasks):
+        torch.manual_seed(i)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+        config = LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian", task_type="CAUSAL_LM",
+                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        get_peft_model(model, config).save_pretrained(root / f"adapter-{task}")
+        adapters[task] = root / f"adapter-{task}"
+    return adapters
+
+
+def consolidated(quick: bool) -> SuiteResult:
+    from ohlora.tiny import build_embedder
+
+    tasks = ["message", "memory", "summary", "pose"]
+    base = smollm2_135m()
+    root = Path(tempfile.mkdtemp(prefix="ohlora-bench-"))
+    adapters = _build_adapters(base, root, tasks)
+    embedder = build_embedder(root / "embedder")
+    config = root / "ohlora.toml"
+    lines = ["[llm]", f'base_model = "{base}"', 'dialect = "chat"', 'dtype = "bfloat16"', 'device = "cpu"',
+             "[embedder]", f'model = "{embedder}"', 'device = "cpu"']
+    for task, path in adapters.items():
+        lines += [f"[llm.tasks.{task}]", f'adapter = "{path}"']
+    config.write_text("\n".join(lines) + "\n")
+
+    def measure(args: list[str], name: str) -> tuple[int, float]:
+        handle = ServiceProcessHandle([*args, "--config", str(config)], free_port(), root / f"{name}.log")
+        try:
+            started = time.perf_counter()
+            wait_all_serving([handle])
+            ready_s = time.perf_counter() - started
+            with grpc.insecure_channel(handle.address) as channel:
+                if quick:  # warm-up already ran one generation per adapter; skip the slow calls
+                    return handle.rss_bytes, ready_s
+                list(llm_pb2_grpc.MessageServiceStub(channel).Reply(llm_pb2.ReplyRequest(final_input="로라야 안녕"), timeout=300))
+                if "llm" in args:
+                    llm_pb2_grpc.MemoryServiceStub(channel).Extract(llm_pb2.ExtractRequest(final_input="나 내일 시험이야"))
+                    llm_pb2_grpc.MemoryServiceStub(channel).Embed(llm_pb2.EmbedRequest(texts=["안녕"]))
+                    llm_pb2_grpc.SummaryServiceStub(channel).Summarize(llm_pb2.SummarizeRequest(final_input="안녕", reply=" 안녕!"))
+                    llm_pb2_grpc.PoseServiceStub(channel).DecideExpression(llm_pb2.PoseRequest(reply=" 안녕!"))
+            return handle.rss_bytes, ready_s
+        finally:
+            handle.terminate()
+
+    single_rss, single_ready = measure(["serve", "llm_message"], "single")
+    consolidated_rss, consolidated_ready = measure(["serve", "llm", "--tasks", ",".join(tasks)], "consolidated")
+    mib = 1024 * 1024
+    ratio = consolidated_rss / single_rss
+    return SuiteResult(
+        columns=["process", "tasks", "adapters", "RSS MiB", "ready s"],
+        rows=[
+            ["ohlora serve llm_message", 1, 1, single_rss / mib, single_ready],
+            ["ohlora serve llm (consolidated)", 4, 4, consolidated_rss / mib, consolidated_ready],
+            ["four single-task processes (sum)", 4, 4, 4 * single_rss / mib, float("nan")],
+        ],
+        results={"consolidated_rss_ratio": ratio},
+        notes=["SmolLM2-135M-Instruct bf16 base, LoRA r=16 on q/k/v/o per task; the memory task also loads "
+               "the tiny sentence embedder. RSS read after warm-up (one generation per adapter)"
+               + ("." if quick else " and after each task answered one call.")],
+    )

@@ -1,0 +1,127 @@
+"""The shared attempt loop, reply previews, and both prompt dialects of every task."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ohlora.llm.engine import EngineConfig, LLMEngine
+from ohlora.llm.task import (
+    ChatPrompt,
+    Dialect,
+    Finished,
+    GenerationSettings,
+    GenerationUpdate,
+    Progress,
+    Rejected,
+    TaskGenerator,
+    complete_task,
+    run_task,
+)
+from services.llm_memory.task import EXTRACT_TASK, Fact
+from services.llm_message.task import REPLY_TASK, preview_reply
+from services.llm_pose.task import POSE_TASK, ExpressionWords
+from services.llm_summary.task import SUMMARY_TASK
+
+
+class ScriptedGenerator(TaskGenerator):
+    """Plays back fixed continuations, one per attempt: exercises the loop, not a model."""
+
+    def __init__(self, continuations: list[str], tokens: int = 10) -> None:
+        self.continuations = continuations
+        self.tokens = tokens
+        self.prompts: list[str | ChatPrompt] = []
+
+    async def generate(self, prompt, settings: GenerationSettings, stream: bool = False) -> AsyncIterator[GenerationUpdate]:
+        self.prompts.append(prompt)
+        text = self.continuations[len(self.prompts) - 1]
+        if stream:
+            for end in range(1, len(text)):
+                yield GenerationUpdate(text[:end], end, end, False)
+        yield GenerationUpdate(text, self.tokens, self.tokens + 5, True)
+
+
+async def test_loop_retries_until_a_parse_succeeds():
+    gen = ScriptedGenerator(["(눈 이상해)", " (눈 크게, 입 보통, 고개 돌림 많이) (답변 종료)"])
+    events = [e async for e in run_task(gen, POSE_TASK, Dialect.ORIGINAL, reply=" 와 대박!")]
+    assert isinstance(events[0], Rejected) and events[0].attempt == 1
+    assert isinstance(events[1], Finished) and events[1].value == ExpressionWords("크게", "보통", "많이")
+    assert events[1].stats.attempts == 2 and not events[1].stats.fallback
+    assert gen.prompts == [" 와 대박! (답변 시작)"] * 2
+
+
+async def test_loop_falls_back_after_max_attempts():
+    gen = ScriptedGenerator(["[a: b: c]"] * 5)
+    result = await complete_task(gen, EXTRACT_TASK, Dialect.ORIGINAL, final_input="안녕")
+    assert result.value is None and result.stats.fallback and result.stats.attempts == 5
+
+
+async def test_token_budget_rule_rejects():
+    gen = ScriptedGenerator([" [상태: 행복]"] * 5, tokens=24)
+    result = await complete_task(gen, EXTRACT_TASK, Dialect.ORIGINAL, final_input="안녕")
+    assert result.stats.fallback
+
+
+async def test_chat_dialect_prefixes_a_space_for_the_shared_parser():
+    gen = ScriptedGenerator(["응 좋아!"])
+    result = await complete_task(gen, REPLY_TASK, Dialect.CHAT, final_input="로라야 놀자")
+    assert result.value == " 응 좋아!" and result.stats.attempts == 1
+    assert isinstance(gen.prompts[0], ChatPrompt) and gen.prompts[0].user == "로라야 놀자"
+    assert "오로라" in gen.prompts[0].system
+
+
+async def test_streaming_progress_then_finished():
+    gen = ScriptedGenerator([" 안녕! (답변 종료)"])
+    events = [e async for e in run_task(gen, REPLY_TASK, Dialect.ORIGINAL, stream=True, final_input="안녕")]
+    assert all(isinstance(e, Progress) for e in events[:-1]) and len(events) > 3
+    assert isinstance(events[-1], Finished) and events[-1].value == " 안녕! "
+
+
+@pytest.mark.parametrize(
+    "partial,shown",
+    [
+        (" 안녕! (답", " 안녕! "),
+        (" 안녕! (답변 종", " 안녕! "),
+        (" 안녕! (답변 종료) 뒤", " 안녕! "),
+        ("➤ 좋아", " 좋아"),
+        ("[좋아하는 음식: 케", ""),
+        ("[좋아하는 음식: 케이크] 오! 케이", " 오! 케이"),
+        (" - 응", " 응"),
+    ],
+)
+def test_preview_holds_back_what_may_change(partial, shown):
+    assert preview_reply(partial) == shown
+
+
+def test_summary_original_prompt_has_no_space_after_marker():
+    assert SUMMARY_TASK.build_prompt(final_input="안녕", reply=" 반가워") == "안녕 (오로라 답변) 반가워 (답변 시작)"
+
+
+@pytest.fixture(scope="module")
+async def chat_engine(tiny_models):
+    engine = LLMEngine.load(EngineConfig(base_model=str(tiny_models.base), dtype="float32", device="cpu"))
+    engine.start()
+    yield engine
+    await engine.stop()
+
+
+@pytest.mark.parametrize(
+    "spec,fields",
+    [
+        (REPLY_TASK, {"final_input": "[상태: 시험 끝남] 로라야 놀자"}),
+        (EXTRACT_TASK, {"final_input": "나 내일 시험이야"}),
+        (SUMMARY_TASK, {"final_input": "로라야 뭐 해?", "reply": " 나 공부 중!"}),
+        (POSE_TASK, {"reply": " 와 진짜 대박이다!"}),
+    ],
+    ids=lambda v: getattr(v, "name", None),
+)
+async def test_chat_dialect_runs_on_a_real_model_without_adapter(chat_engine, spec, fields):
+    prompt = spec.build_chat(**fields)
+    rendered = chat_engine.tokenizer.decode(chat_engine.encode_prompt(prompt))
+    assert prompt.system in rendered and prompt.user in rendered
+    result = await complete_task(chat_engine.for_adapter(None), spec, Dialect.CHAT, **fields)
+    assert 1 <= result.stats.attempts <= spec.max_attempts
+    assert result.stats.fallback or result.value is not None or spec is EXTRACT_TASK
+    if spec is EXTRACT_TASK and result.value is not None:
+        assert isinstance(result.value, Fact)
