@@ -18,11 +18,10 @@ PortOpt = Annotated[Optional[int], typer.Option(help="Port to listen on (overrid
 HostOpt = Annotated[Optional[str], typer.Option(help="Address to bind (overrides config).")]
 
 
-def run_llm_service(tasks: list[str], config: Path | None, host: str | None, port: int | None) -> None:
+def settings_or_exit(config: Path | None, host: str | None = None, port: int | None = None):
+    """Loads the settings; a bad config ends the command with its message and exit code 2."""
     from ohlora.config import load_settings
     from ohlora.errors import ConfigError
-    from ohlora.llm.host import LLMHost
-    from ohlora.runtime.server import ServiceProcess, run_service_process
 
     try:
         settings = load_settings(config)
@@ -33,19 +32,39 @@ def run_llm_service(tasks: list[str], config: Path | None, host: str | None, por
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    return settings
+
+
+def run_llm_service(tasks: list[str], config: Path | None, host: str | None, port: int | None) -> None:
+    from ohlora.llm.host import LLMHost
+    from ohlora.runtime.server import ServiceProcess, run_service_process
+
+    settings = settings_or_exit(config, host, port)
     llm_host = LLMHost(settings, tasks)
     run_service_process(ServiceProcess(settings.server, llm_host.bindings(), llm_host.load, llm_host.close))
 
 
+def run_face_service(config: Path | None, host: str | None, port: int | None) -> None:
+    from ohlora.runtime.server import ServiceProcess, run_service_process
+    from services.face.servicer import FaceHost, binding
+
+    settings = settings_or_exit(config, host, port)
+    face_host = FaceHost(settings.face)
+    run_service_process(ServiceProcess(settings.server, [binding(face_host)], face_host.load))
+
+
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_TASKS)}, llm (several tasks).")],
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_TASKS)}, llm (several tasks), face.")],
     tasks: Annotated[str, typer.Option(help="With `llm`: comma-separated tasks on one base.")] = ",".join(TASK_NAMES),
     config: ConfigOpt = None,
     host: HostOpt = None,
     port: PortOpt = None,
 ) -> None:
     """Run one service process until SIGTERM/SIGINT."""
+    if service == "face":
+        run_face_service(config, host, port)
+        return
     if service == "llm":
         chosen = [t.strip() for t in tasks.split(",") if t.strip()]
         unknown = [t for t in chosen if t not in TASK_NAMES]
@@ -55,7 +74,7 @@ def serve(
     elif service in SERVICE_TASKS:
         chosen = [SERVICE_TASKS[service]]
     else:
-        typer.echo(f"error: unknown service {service!r}; choose from {', '.join([*SERVICE_TASKS, 'llm'])}", err=True)
+        typer.echo(f"error: unknown service {service!r}; choose from {', '.join([*SERVICE_TASKS, 'llm', 'face'])}", err=True)
         raise typer.Exit(2)
     run_llm_service(chosen, config, host, port)
 
@@ -92,6 +111,31 @@ def build_tiny(
     preset = build_tiny_preset(out)
     (out / "ohlora.toml").write_text(preset.config_toml(dialect))
     typer.echo(f"tiny preset written; config: {out / 'ohlora.toml'}")
+
+
+@app.command()
+def faces(
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("faces"),
+    face: Annotated[Optional[int], typer.Option(help="Face for the expression grid (default: the first).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a contact sheet of all faces and an expression grid (eyes x mouth x pose) for one face."""
+    from services.face.renderers import load_renderer
+    from services.face.sheets import contact_sheet, expression_grid
+
+    settings = settings_or_exit(config)
+    renderer = load_renderer(settings.face)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = face if face is not None else renderer.face_ids()[0]
+    if chosen not in renderer.face_ids():
+        typer.echo(f"error: face {chosen} is unknown; faces: {renderer.face_ids()}", err=True)
+        raise typer.Exit(2)
+    sheet = contact_sheet(renderer)
+    sheet.save(out / "faces.png")
+    grid = expression_grid(renderer, chosen)
+    grid.save(out / f"face-{chosen}-expressions.png")
+    typer.echo(f"wrote {out / 'faces.png'} ({len(renderer.face_ids())} faces, renderer {renderer.name})")
+    typer.echo(f"wrote {out / f'face-{chosen}-expressions.png'} (rows: eyes; columns: mouth; blocks: head turn)")
 
 
 @app.command()

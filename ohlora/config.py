@@ -75,12 +75,30 @@ class EmbedderSettings(BaseModel):
     max_texts: int = 256
 
 
+class FaceSettings(BaseModel):
+    # "sketch" (drawn, no weights) or "stylegan" (the original's checkpoint + face data).
+    renderer: Literal["sketch", "stylegan"] = "sketch"
+    checkpoint: str = "models/stylegan/stylegan_gen_vector_find_v7.pth"
+    # Folder with ohlora_z_vectors.csv, ohlora_w_group_names.csv and property_score_vectors/.
+    face_data: str = "models/stylegan/face_data"
+    device: str = "auto"
+    dtype: str = "float32"
+    # Expressions per Render call (one forward pass).
+    max_batch: int = 128
+    # Largest accepted absolute weight (the original's gestures stay within ±2).
+    max_weight: float = 5.0
+    min_size: int = 16
+    max_size: int = 1024
+    jpeg_quality: int = 90
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OHLORA_", env_nested_delimiter="__", extra="forbid")
 
     server: ServerSettings = ServerSettings()
     llm: LLMSettings = LLMSettings()
     embedder: EmbedderSettings = EmbedderSettings()
+    face: FaceSettings = FaceSettings()
 
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
