@@ -90,6 +90,9 @@ class FaceSettings(BaseModel):
     min_size: int = 16
     max_size: int = 1024
     jpeg_quality: int = 90
+    # On CPU, layers process at most this many activation values at once (see Synthesis.forward);
+    # on CUDA the whole batch goes through every layer.
+    cpu_chunk_elements: int = 1 << 20
 
 
 class Settings(BaseSettings):

@@ -26,12 +26,13 @@ class SuiteResult:
 
 
 def _suites() -> dict[str, Callable[[bool], SuiteResult]]:
+    from ohlora.bench.face import face
     from ohlora.bench.llm import consolidated, llm_batching
 
-    return {"llm-batching": llm_batching, "llm-consolidated": consolidated}
+    return {"llm-batching": llm_batching, "llm-consolidated": consolidated, "face": face}
 
 
-SUITES = ("llm-batching", "llm-consolidated")
+SUITES = ("llm-batching", "llm-consolidated", "face")
 
 
 def format_table(columns: list[str], rows: list[list[object]]) -> str:

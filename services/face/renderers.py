@@ -34,13 +34,21 @@ class StyleGANRenderer:
 
     name = "stylegan"
 
-    def __init__(self, generator: StyleGANGenerator, bank: FaceBank, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        generator: StyleGANGenerator,
+        bank: FaceBank,
+        device: torch.device,
+        dtype: torch.dtype,
+        cpu_chunk_elements: int | None = 1 << 20,
+    ) -> None:
         self.generator = generator.to(device=device, dtype=dtype).eval()
         self.generator.mapping.float()  # w is computed once per face, in float32 like the original
         self.bank = bank
         self.device = device
         self.dtype = dtype
         self.native_size = generator.config.resolution
+        self.chunk_elements = cpu_chunk_elements if device.type == "cpu" else None
         self._w_cache: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -50,7 +58,8 @@ class StyleGANRenderer:
         generator = StyleGANGenerator()
         state = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
         load_strict(generator, state)
-        return cls(generator, FaceBank.load(Path(settings.face_data)), device, resolve_dtype(settings.dtype, device))
+        bank = FaceBank.load(Path(settings.face_data))
+        return cls(generator, bank, device, resolve_dtype(settings.dtype, device), settings.cpu_chunk_elements)
 
     def face_ids(self) -> list[int]:
         return [f.ohlora_no for f in self.bank.faces]
@@ -80,7 +89,7 @@ class StyleGANRenderer:
     def render(self, face_id: int, expressions: np.ndarray) -> np.ndarray:
         w = self.edited_w(face_id, expressions).to(self.device, self.dtype)
         with self._lock, torch.no_grad():
-            images = self.generator.synthesize_w(w)
+            images = self.generator.synthesize_w(w, self.chunk_elements)
         return postprocess(images.float())
 
 

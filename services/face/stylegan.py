@@ -210,13 +210,27 @@ class Synthesis(nn.Module):
             layer += 2
         self.num_layers = layer
 
-    def forward(self, wp: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    def forward(self, wp: torch.Tensor, chunk_elements: int | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """`chunk_elements` caps the activation size a layer processes at once (in values).
+
+        On a CPU, big high-resolution batches run slower per frame than small ones (they
+        fall out of cache), while low-resolution layers gain from the whole batch; capping
+        each layer's chunk keeps both. None = the whole batch in every layer (GPU).
+        """
         if float(self.lod) != 0.0:
             raise ValueError(f"synthesis.lod is {float(self.lod)}: only full-resolution checkpoints (lod 0) are supported")
         x: torch.Tensor | None = None
         styles = []
+        n = wp.shape[0]
         for i in range(self.num_layers):
-            x, style = getattr(self, f"layer{i}")(x, wp[:, i])
+            layer = getattr(self, f"layer{i}")
+            per_frame = layer.bias.numel() * layer.apply_noise.noise.numel()
+            step = n if chunk_elements is None else max(1, chunk_elements // per_frame)
+            if step >= n:
+                x, style = layer(x, wp[:, i])
+            else:
+                parts = [layer(None if x is None else x[j : j + step], wp[j : j + step, i]) for j in range(0, n, step)]
+                x, style = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
             styles.append(style)
         assert x is not None
         return {"image": getattr(self, f"output{self.num_blocks - 1}")(x), "styles": styles}
@@ -232,9 +246,9 @@ class StyleGANGenerator(nn.Module):
         self.truncation = Truncation(cfg)
         self.synthesis = Synthesis(cfg)
 
-    def synthesize_w(self, w: torch.Tensor) -> torch.Tensor:
+    def synthesize_w(self, w: torch.Tensor, chunk_elements: int | None = None) -> torch.Tensor:
         """Image tensors for a batch of w (the original renders w-space edits this way)."""
-        return self.synthesis(self.truncation(w, 1.0, 0))["image"]  # type: ignore[return-value]
+        return self.synthesis(self.truncation(w, 1.0, 0), chunk_elements)["image"]  # type: ignore[return-value]
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return self.synthesize_w(self.mapping(z, label)["w"])
