@@ -53,15 +53,27 @@ def run_face_service(config: Path | None, host: str | None, port: int | None) ->
     run_service_process(ServiceProcess(settings.server, [binding(face_host)], face_host.load))
 
 
+def run_gateway(config: Path | None, host: str | None, port: int | None) -> None:
+    from gateway.service import GatewayHost
+    from ohlora.runtime.server import ServiceProcess, run_service_process
+
+    settings = settings_or_exit(config, host, port)
+    gateway = GatewayHost(settings.gateway)
+    run_service_process(ServiceProcess(settings.server, [gateway.binding()], gateway.load, gateway.close))
+
+
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_TASKS)}, llm (several tasks), face.")],
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_TASKS)}, llm (several tasks), face, gateway.")],
     tasks: Annotated[str, typer.Option(help="With `llm`: comma-separated tasks on one base.")] = ",".join(TASK_NAMES),
     config: ConfigOpt = None,
     host: HostOpt = None,
     port: PortOpt = None,
 ) -> None:
     """Run one service process until SIGTERM/SIGINT."""
+    if service == "gateway":
+        run_gateway(config, host, port)
+        return
     if service == "face":
         run_face_service(config, host, port)
         return
@@ -74,7 +86,7 @@ def serve(
     elif service in SERVICE_TASKS:
         chosen = [SERVICE_TASKS[service]]
     else:
-        typer.echo(f"error: unknown service {service!r}; choose from {', '.join([*SERVICE_TASKS, 'llm', 'face'])}", err=True)
+        typer.echo(f"error: unknown service {service!r}; choose from {', '.join([*SERVICE_TASKS, 'llm', 'face', 'gateway'])}", err=True)
         raise typer.Exit(2)
     run_llm_service(chosen, config, host, port)
 

@@ -56,6 +56,8 @@ class LLMSettings(BaseModel):
     trust_remote_code: bool = False
     # Longest final input accepted by any task, in characters (bad-input guard).
     max_input_chars: int = 2000
+    # Fault injection for tests and drills: every task call first sleeps this long.
+    artificial_delay_seconds: float = 0.0
     tasks: dict[str, TaskModel] = Field(
         default_factory=lambda: {name: TaskModel(adapter=repo) for name, repo in ORIGINAL_ADAPTERS.items()}
     )
@@ -95,6 +97,33 @@ class FaceSettings(BaseModel):
     cpu_chunk_elements: int = 1 << 20
 
 
+class GatewaySettings(BaseModel):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ohlora"
+    # Where the model services listen (four may point at one consolidated process).
+    message_address: str = "127.0.0.1:50061"
+    memory_address: str = "127.0.0.1:50062"
+    summary_address: str = "127.0.0.1:50063"
+    pose_address: str = "127.0.0.1:50064"
+    face_address: str = "127.0.0.1:50065"
+    # Deadlines of downstream calls, seconds.
+    reply_deadline: float = 180.0
+    extract_deadline: float = 120.0
+    summary_deadline: float = 120.0
+    pose_deadline: float = 60.0
+    embed_deadline: float = 15.0
+    check_deadline: float = 10.0
+    face_deadline: float = 30.0
+    # A user's turn waits at most this long for their previous turn (incl. background work) to settle.
+    turn_wait_seconds: float = 300.0
+    max_text_chars: int = 500
+    # Watch streams: default and highest frame rate, and frames rendered per face-service call.
+    default_fps: float = 10.0
+    max_fps: float = 30.0
+    frames_per_batch: int = 5
+    turn_log_length: int = 1000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OHLORA_", env_nested_delimiter="__", extra="forbid")
 
@@ -102,6 +131,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     embedder: EmbedderSettings = EmbedderSettings()
     face: FaceSettings = FaceSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:

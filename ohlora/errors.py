@@ -29,3 +29,7 @@ class NotReady(OhloraError):
 
 class ConfigError(Exception):
     """Bad or missing configuration, reported before a server starts."""
+
+
+class AlreadyExists(OhloraError):
+    code = grpc.StatusCode.ALREADY_EXISTS

@@ -203,10 +203,10 @@ class LLMEngine:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     # ------------------------------------------------------------ serving
-    def for_adapter(self, adapter: str | None) -> "AdapterGenerator":
+    def for_adapter(self, adapter: str | None, delay_seconds: float = 0.0) -> "AdapterGenerator":
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {self.adapters})")
-        return AdapterGenerator(self, adapter)
+        return AdapterGenerator(self, adapter, delay_seconds)
 
     def start(self) -> None:
         if self._scheduler is None:
@@ -321,13 +321,16 @@ class LLMEngine:
 class AdapterGenerator(TaskGenerator):
     """The engine bound to one adapter: what a task's attempt loop calls."""
 
-    def __init__(self, engine: LLMEngine, adapter: str | None) -> None:
+    def __init__(self, engine: LLMEngine, adapter: str | None, delay_seconds: float = 0.0) -> None:
         self.engine = engine
         self.adapter = adapter
+        self.delay_seconds = delay_seconds  # fault injection (llm.artificial_delay_seconds)
 
     async def generate(
         self, prompt: str | ChatPrompt, settings: GenerationSettings, stream: bool = False
     ) -> AsyncIterator[GenerationUpdate]:
+        if self.delay_seconds > 0:
+            await asyncio.sleep(self.delay_seconds)
         req = self.engine.submit(self.engine.encode_prompt(prompt), self.adapter, settings, stream)
         try:
             while True:

@@ -63,7 +63,8 @@ class LLMHost:
 
     def generator(self, task: str) -> AdapterGenerator:
         engine = self.require_engine()
-        return engine.for_adapter(task if task in engine.adapters else None)
+        delay = self.settings.llm.artificial_delay_seconds
+        return engine.for_adapter(task if task in engine.adapters else None, delay)
 
     def engine_config(self) -> EngineConfig:
         llm = self.settings.llm

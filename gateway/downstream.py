@@ -1,0 +1,68 @@
+"""Channels and stubs to the model services, with gRPC-native retries for idempotent calls."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from ohlora.config import GatewaySettings
+from ohlora.v1 import face_pb2_grpc, llm_pb2_grpc
+
+# Calls without side effects and without streamed output retry on UNAVAILABLE (a replica
+# restarting, a connection reset). Reply is never retried: text may already be on screen.
+RETRYABLE = [
+    {"service": "ohlora.v1.MessageService", "method": "CheckInput"},
+    {"service": "ohlora.v1.MemoryService", "method": "Embed"},
+    {"service": "ohlora.v1.MemoryService", "method": "Extract"},
+    {"service": "ohlora.v1.SummaryService", "method": "Summarize"},
+    {"service": "ohlora.v1.PoseService", "method": "DecideExpression"},
+    {"service": "ohlora.v1.FaceService", "method": "ListFaces"},
+    {"service": "ohlora.v1.FaceService", "method": "Render"},
+]
+SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": RETRYABLE,
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+CHANNEL_OPTIONS = [
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+class Downstream:
+    """One channel per distinct address (four tasks in one consolidated process share one)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.message = llm_pb2_grpc.MessageServiceStub(self._channel(settings.message_address))
+        self.memory = llm_pb2_grpc.MemoryServiceStub(self._channel(settings.memory_address))
+        self.summary = llm_pb2_grpc.SummaryServiceStub(self._channel(settings.summary_address))
+        self.pose = llm_pb2_grpc.PoseServiceStub(self._channel(settings.pose_address))
+        self.face = face_pb2_grpc.FaceServiceStub(self._channel(settings.face_address))
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            # dns:/// lets a headless service's several replicas share the load (round robin).
+            target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
+            self._channels[address] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return self._channels[address]
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()

@@ -1,0 +1,238 @@
+"""The Redis store: memories (+ cached vectors), summary, turn log, face choice, per-user locks.
+
+Every multi-key change is one Lua script or one MULTI transaction, so a crash never
+leaves half a step behind. Keys come from gateway.keys only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from gateway.keys import SCHEMA_VERSION, Keys
+from ohlora.errors import OhloraError
+from services.llm_memory.task import Fact
+
+import grpc
+
+
+class StoreError(OhloraError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Busy(OhloraError):
+    code = grpc.StatusCode.ABORTED
+
+
+def squash(text: str) -> str:
+    """The original's de-duplication key: the text with all spaces removed."""
+    return text.replace(" ", "")
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    id: str
+    key: str
+    value: str
+    text: str
+    created: float
+    turn: str = ""
+    source: str = "added"  # extracted | added | imported
+
+
+# Adds a memory unless its space-less text exists; with replace=1 first drops memories with the
+# same space-less key (a new value supersedes the old one). Returns {added, replaced ids...}.
+ADD_MEMORY = """
+local memories, vectors = KEYS[1], KEYS[2]
+local id, record, text, key, replace, vector = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local all = redis.call('HGETALL', memories)
+local same_key = {}
+for i = 1, #all, 2 do
+  local other = cjson.decode(all[i + 1])
+  if string.gsub(other['text'], ' ', '') == text then return {0} end
+  if replace == '1' and string.gsub(other['key'], ' ', '') == key then table.insert(same_key, all[i]) end
+end
+for _, old in ipairs(same_key) do
+  redis.call('HDEL', memories, old)
+  redis.call('HDEL', vectors, old)
+end
+redis.call('HSET', memories, id, record)
+if vector ~= '' then redis.call('HSET', vectors, id, vector) end
+local out = {1}
+for _, old in ipairs(same_key) do table.insert(out, old) end
+return out
+"""
+
+# Releases a lock only if we still own it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys, turn_log_length: int = 1000) -> None:
+        self.redis = client
+        self.keys = keys
+        self.turn_log_length = turn_log_length
+        self._add = client.register_script(ADD_MEMORY)
+        self._release = client.register_script(RELEASE_LOCK)
+        self._renew = client.register_script(RENEW_LOCK)
+
+    @classmethod
+    def connect(cls, url: str, prefix: str = "ohlora", turn_log_length: int = 1000) -> "RedisStore":
+        client = aioredis.from_url(url, decode_responses=False, health_check_interval=10, socket_connect_timeout=5)
+        return cls(client, Keys(prefix), turn_log_length)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def check_schema(self) -> None:
+        """Records the schema version on first use; refuses a store written by another version."""
+        await self.redis.set(self.keys.schema(), SCHEMA_VERSION, nx=True)
+        found = (await self.redis.get(self.keys.schema())).decode()
+        if found != SCHEMA_VERSION:
+            raise StoreError(f"Redis holds schema version {found}; this gateway writes version {SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------ memories
+    async def list_memories(self, uid: str) -> list[MemoryRecord]:
+        raw = await self.redis.hgetall(self.keys.memories(uid))
+        records = [MemoryRecord(**json.loads(v)) for v in raw.values()]
+        return sorted(records, key=lambda r: (r.created, r.id))
+
+    async def add_memory(
+        self,
+        uid: str,
+        fact: Fact,
+        source: str,
+        turn: str = "",
+        replace_same_key: bool = False,
+        vector: np.ndarray | None = None,
+        embedder: str = "",
+    ) -> tuple[MemoryRecord | None, list[str]]:
+        """Adds a fact; returns the record (None if an equal memory exists) and the ids it replaced."""
+        record = MemoryRecord(uuid.uuid4().hex[:12], fact.key, fact.value, fact.text, time.time(), turn, source)
+        vectors_key = self.keys.memory_vectors(uid, embedder or "-")
+        blob = vector.astype(np.float32).tobytes() if vector is not None else b""
+        result = await self._add(
+            keys=[self.keys.memories(uid), vectors_key],
+            args=[record.id, json.dumps(asdict(record), ensure_ascii=False), squash(fact.text), squash(fact.key),
+                  "1" if replace_same_key else "0", blob],
+        )
+        if not result[0]:
+            return None, []
+        return record, [r.decode() for r in result[1:]]
+
+    async def forget(self, uid: str, memory_id: str) -> bool:
+        return bool(await self.redis.hdel(self.keys.memories(uid), memory_id))
+
+    async def vectors(self, uid: str, embedder: str) -> dict[str, np.ndarray]:
+        raw = await self.redis.hgetall(self.keys.memory_vectors(uid, embedder))
+        return {k.decode(): np.frombuffer(v, dtype=np.float32) for k, v in raw.items()}
+
+    async def save_vectors(self, uid: str, embedder: str, vectors: dict[str, np.ndarray]) -> None:
+        if vectors:
+            mapping = {k: v.astype(np.float32).tobytes() for k, v in vectors.items()}
+            await self.redis.hset(self.keys.memory_vectors(uid, embedder), mapping=mapping)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ summary, face
+    async def summary(self, uid: str) -> str:
+        value = await self.redis.get(self.keys.summary(uid))
+        return value.decode() if value else ""
+
+    async def set_summary(self, uid: str, summary: str | None) -> None:
+        """None or '' resets it, as the original does after a failed summary."""
+        if summary:
+            await self.redis.set(self.keys.summary(uid), summary)
+        else:
+            await self.redis.delete(self.keys.summary(uid))
+
+    async def face(self, uid: str) -> int | None:
+        value = await self.redis.get(self.keys.face(uid))
+        return int(value) if value is not None else None
+
+    async def set_face(self, uid: str, face_id: int) -> None:
+        await self.redis.set(self.keys.face(uid), face_id)
+
+    # ------------------------------------------------------------------ turn log
+    async def start_turn(self, uid: str, turn_id: str, user_text: str) -> None:
+        await self.redis.xadd(
+            self.keys.turns(uid),
+            {"turn": turn_id, "phase": "start", "data": json.dumps({"user_text": user_text, "started": time.time()}, ensure_ascii=False)},
+            maxlen=self.turn_log_length * 2,
+            approximate=True,
+        )
+
+    async def end_turn(self, uid: str, turn_id: str, outcome: dict) -> None:
+        outcome = {**outcome, "ended": time.time()}
+        await self.redis.xadd(
+            self.keys.turns(uid),
+            {"turn": turn_id, "phase": "end", "data": json.dumps(outcome, ensure_ascii=False)},
+            maxlen=self.turn_log_length * 2,
+            approximate=True,
+        )
+
+    async def turns(self, uid: str, limit: int = 50) -> list[dict]:
+        """Newest last; a turn with a start and no end is reported with status 'incomplete'."""
+        entries = await self.redis.xrevrange(self.keys.turns(uid), count=limit * 2 + 2)
+        merged: dict[str, dict] = {}
+        order: list[str] = []
+        for _, fields in reversed(entries):
+            turn_id = fields[b"turn"].decode()
+            data = json.loads(fields[b"data"])
+            if turn_id not in merged:
+                merged[turn_id] = {"turn_id": turn_id, "status": "incomplete"}
+                order.append(turn_id)
+            merged[turn_id].update(data)
+        return [merged[t] for t in order][-limit:]
+
+    # ------------------------------------------------------------------ per-user lock
+    @contextlib.asynccontextmanager
+    async def user_lock(self, uid: str, wait_seconds: float, ttl_seconds: float = 30.0) -> AsyncIterator[None]:
+        """Serialises a user's turns across gateway replicas; renewed while held, expires if we die."""
+        token = uuid.uuid4().hex
+        key = self.keys.lock(uid)
+        ttl_ms = int(ttl_seconds * 1000)
+        deadline = time.monotonic() + wait_seconds
+        while not await self.redis.set(key, token, nx=True, px=ttl_ms):
+            if time.monotonic() > deadline:
+                raise Busy(f"your previous turn is still being processed after {wait_seconds:.0f} s; try again shortly")
+            await asyncio.sleep(0.05)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(ttl_seconds / 3)
+                await self._renew(keys=[key], args=[token, ttl_ms])
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            await self._release(keys=[key], args=[token])
+
+    # ------------------------------------------------------------------ gesture events
+    async def publish_gesture(self, uid: str, expression: tuple[float, float, float]) -> None:
+        await self.redis.publish(self.keys.events(uid), json.dumps({"gesture": expression}))
+
+    @contextlib.asynccontextmanager
+    async def gesture_events(self, uid: str) -> AsyncIterator[aioredis.client.PubSub]:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.keys.events(uid))
+        try:
+            yield pubsub
+        finally:
+            await pubsub.unsubscribe()
+            await pubsub.aclose()

@@ -1,0 +1,273 @@
+"""One user turn, in order (DESIGN.md §4):
+
+validate → lock the user → log the start → 48-token guard → recall a memory (or take the
+summary) → build the final input → start memory extraction → stream the reply → start the
+summary → expression (critical) → gesture → wait for extraction and summary (background)
+→ write them → log the outcome → unlock.
+
+The turn runs as its own task: if the client goes away, the turn still finishes and
+nothing the user said is lost. The stream stays open until the turn has settled, so the
+client sees background warnings; the reply and the expression arrive before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from gateway.downstream import Downstream
+from gateway.store import RedisStore, squash
+from ohlora.config import GatewaySettings
+from ohlora.errors import InvalidInput, OhloraError
+from ohlora.v1 import common_pb2, face_pb2, gateway_pb2, llm_pb2
+from services.llm_memory.task import Fact
+from services.llm_pose.task import NEUTRAL, ExpressionWords, draw_weights
+
+log = logging.getLogger(__name__)
+SUMMARY_MARK, QUESTION_MARK = "(오로라 답변 요약)", "(사용자 질문)"
+
+
+def build_final_input(memory: str, summary: str, text: str) -> str:
+    """Exactly the original: a recalled memory wins over the summary; otherwise the plain text."""
+    if memory:
+        return f"{memory} {text}"
+    if summary:
+        return f"{SUMMARY_MARK} {summary} {QUESTION_MARK} {text}"
+    return text
+
+
+@dataclass
+class TurnRecord:
+    """What the turn log keeps about one turn."""
+
+    status: str = "ok"
+    final_input: str = ""
+    memory_used: str = ""
+    reply: str = ""
+    expression: list[float] = field(default_factory=list)
+    memory_written: str = ""
+    summary: str = ""
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def ms(self) -> float:
+        return round((time.perf_counter() - self.start) * 1000, 1)
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code()
+    if isinstance(exc, OhloraError):
+        return exc.code
+    return grpc.StatusCode.INTERNAL
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class TurnRunner:
+    def __init__(self, settings: GatewaySettings, store: RedisStore, down: Downstream) -> None:
+        self.settings = settings
+        self.store = store
+        self.down = down
+        self._running: set[asyncio.Task[None]] = set()
+
+    def validate(self, text: str) -> str:
+        if not text or not text.strip():
+            raise InvalidInput("the message is empty; type something to say to Oh-LoRA")
+        if len(text) > self.settings.max_text_chars:
+            raise InvalidInput(f"the message is {len(text)} characters long; the limit is {self.settings.max_text_chars}")
+        return text
+
+    async def run(self, uid: str, text: str) -> AsyncIterator[gateway_pb2.ChatEvent]:
+        queue: asyncio.Queue[gateway_pb2.ChatEvent | None] = asyncio.Queue()
+        task = asyncio.create_task(self._turn(uid, text, queue.put_nowait))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        while (event := await queue.get()) is not None:
+            yield event
+
+    async def drain(self) -> None:
+        """Lets running turns finish (graceful stop)."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _turn(self, uid: str, text: str, emit: Callable[[gateway_pb2.ChatEvent | None], None]) -> None:
+        turn_id = uuid.uuid4().hex[:12]
+
+        def event(**kind: object) -> None:
+            emit(gateway_pb2.ChatEvent(turn_id=turn_id, **kind))
+
+        def error(code: grpc.StatusCode, message: str) -> None:
+            event(error=gateway_pb2.ChatError(code=code.value[0], message=message))
+
+        record = TurnRecord()
+        try:
+            async with self.store.user_lock(uid, self.settings.turn_wait_seconds):
+                await self.store.start_turn(uid, turn_id, text)
+                try:
+                    self.validate(text)
+                    await self._steps(uid, turn_id, text, record, event)
+                except Exception as exc:  # every failure ends as an error event and a logged outcome
+                    record.status = "error"
+                    record.errors.append(describe(exc))
+                    log.warning("turn failed: %s", describe(exc))
+                    error(status_code(exc), str(exc) if isinstance(exc, OhloraError) else f"the turn failed: {describe(exc)}")
+                finally:
+                    await self.store.end_turn(uid, turn_id, record.__dict__)
+        except Exception as exc:  # lock or store trouble: nothing was done
+            log.warning("turn not started: %s", describe(exc))
+            error(status_code(exc), str(exc) if isinstance(exc, OhloraError) else f"could not start the turn: {describe(exc)}")
+        finally:
+            emit(None)
+
+    async def _steps(self, uid: str, turn_id: str, text: str, record: TurnRecord, event: Callable[..., None]) -> None:
+        s, down, clock = self.settings, self.down, Stopwatch()
+
+        def timing(stage: str, ms: float) -> None:
+            record.timings_ms[stage] = ms
+            event(timing=gateway_pb2.StageTiming(stage=stage, ms=ms))
+
+        def warn(message: str) -> None:
+            record.warnings.append(message)
+            event(warning=message)
+
+        check = await down.message.CheckInput(llm_pb2.CheckInputRequest(text=text), timeout=s.check_deadline)
+        if not check.ok:
+            record.status = "refused"
+            event(error=gateway_pb2.ChatError(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=check.message))
+            return
+
+        memory, summary = await asyncio.gather(self._recall(uid, text, warn), self.store.summary(uid))
+        record.final_input = build_final_input(memory, summary, text)
+        record.memory_used = memory
+        timing("recall", clock.ms())
+
+        extraction = asyncio.create_task(self._extract(record.final_input))
+        try:
+            record.reply = await self._reply(record.final_input, event, timing, clock)
+        except BaseException:
+            extraction.cancel()
+            raise
+        event(reply_final=record.reply)
+        summarizing = asyncio.create_task(self._summarize(record.final_input, record.reply))
+        face_probe = asyncio.create_task(self._face_ok())
+
+        weights = await self._expression(record.reply, warn)
+        record.expression = list(weights)
+        event(expression=common_pb2.Expression(eyes=weights[0], mouth=weights[1], pose=weights[2]))
+        await self.store.publish_gesture(uid, weights)
+        timing("expression", clock.ms())
+        if not await face_probe:
+            warn("the face service is unavailable: Oh-LoRA's face will not move for now")
+
+        fact, summary_result = await asyncio.gather(extraction, summarizing, return_exceptions=True)
+        await self._remember(uid, turn_id, fact, record, warn)
+        if isinstance(summary_result, BaseException):
+            warn(f"summary failed ({describe(summary_result)}); the next turn goes without one")
+            summary_result = None
+        record.summary = summary_result or ""
+        await self.store.set_summary(uid, summary_result)
+        timing("settled", clock.ms())
+
+    async def _recall(self, uid: str, text: str, warn: Callable[[str], None]) -> str:
+        """The best memory for this text if its cosine reaches the embedder's threshold, else ''."""
+        records = [r for r in await self.store.list_memories(uid) if len(squash(r.text)) >= 3]
+        if not records:
+            return ""
+        try:
+            query = await self.down.memory.Embed(llm_pb2.EmbedRequest(texts=[text], kind="query"), timeout=self.settings.embed_deadline)
+            cached = await self.store.vectors(uid, query.embedder_id)
+            missing = [r for r in records if r.id not in cached]
+            if missing:
+                fresh = await self.down.memory.Embed(
+                    llm_pb2.EmbedRequest(texts=[r.text for r in missing], kind="passage"), timeout=self.settings.embed_deadline
+                )
+                new = {r.id: np.array(e.values, dtype=np.float32) for r, e in zip(missing, fresh.embeddings)}
+                await self.store.save_vectors(uid, query.embedder_id, new)
+                cached.update(new)
+        except grpc.aio.AioRpcError as exc:
+            warn(f"memory recall is unavailable ({describe(exc)}); answering without memories")
+            return ""
+        q = np.array(query.embeddings[0].values, dtype=np.float32)
+        scored = [(float(np.dot(q, cached[r.id])), r.text) for r in records]
+        score, best = max(scored)
+        return best if score >= query.threshold else ""
+
+    async def _extract(self, final_input: str) -> Fact | None:
+        response = await self.down.memory.Extract(
+            llm_pb2.ExtractRequest(final_input=final_input), timeout=self.settings.extract_deadline
+        )
+        if not response.HasField("fact"):
+            return None
+        return Fact(response.fact.key, response.fact.value, response.fact.text)
+
+    async def _reply(self, final_input: str, event: Callable[..., None], timing: Callable[[str, float], None], clock: Stopwatch) -> str:
+        first = True
+        async for chunk in self.down.message.Reply(llm_pb2.ReplyRequest(final_input=final_input), timeout=self.settings.reply_deadline):
+            kind = chunk.WhichOneof("kind")
+            if first:
+                timing("first_chunk", clock.ms())
+                first = False
+            if kind == "delta":
+                event(reply_delta=chunk.delta)
+            elif kind == "reset":
+                event(reply_reset=chunk.reset)
+            elif kind == "done":
+                timing("reply", clock.ms())
+                return chunk.done.text
+        raise RuntimeError("the message service ended the reply without a final chunk")
+
+    async def _summarize(self, final_input: str, reply: str) -> str | None:
+        response = await self.down.summary.Summarize(
+            llm_pb2.SummarizeRequest(final_input=final_input, reply=reply), timeout=self.settings.summary_deadline
+        )
+        return response.summary if response.HasField("summary") else None
+
+    async def _expression(self, reply: str, warn: Callable[[str], None]) -> tuple[float, float, float]:
+        try:
+            response = await self.down.pose.DecideExpression(llm_pb2.PoseRequest(reply=reply), timeout=self.settings.pose_deadline)
+        except grpc.aio.AioRpcError as exc:
+            warn(f"the expression service failed ({describe(exc)}); showing a neutral face")
+            return draw_weights(ExpressionWords(*NEUTRAL))
+        e = response.expression
+        return (e.eyes, e.mouth, e.pose)
+
+    async def _face_ok(self) -> bool:
+        try:
+            await self.down.face.ListFaces(face_pb2.ListFacesRequest(), timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    async def _remember(self, uid: str, turn_id: str, fact: object, record: TurnRecord, warn: Callable[[str], None]) -> None:
+        """Stores an extracted fact; a new value for a key she already knows replaces the old one."""
+        if isinstance(fact, BaseException):
+            warn(f"memory extraction failed ({describe(fact)}); nothing new was remembered")
+            return
+        if not isinstance(fact, Fact):
+            return
+        vector, embedder = None, ""
+        try:
+            embedded = await self.down.memory.Embed(llm_pb2.EmbedRequest(texts=[fact.text], kind="passage"), timeout=self.settings.embed_deadline)
+            vector, embedder = np.array(embedded.embeddings[0].values, dtype=np.float32), embedded.embedder_id
+        except grpc.aio.AioRpcError as exc:
+            log.info("memory stored without a cached vector: %s", describe(exc))
+        added, _replaced = await self.store.add_memory(uid, fact, "extracted", turn_id, True, vector, embedder)
+        record.memory_written = added.text if added else ""
