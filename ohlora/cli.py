@@ -151,6 +151,21 @@ def faces(
 
 
 @app.command()
+def chat(
+    gateway: Annotated[str, typer.Option(help="Gateway address host:port.")] = "127.0.0.1:50051",
+    user: Annotated[str, typer.Option(help="Your user id (auth off).", envvar="OHLORA_USER")] = "local",
+    token: Annotated[Optional[str], typer.Option(help="Bearer token (auth on).", envvar="OHLORA_TOKEN")] = None,
+    face: Annotated[Optional[int], typer.Option("--face", help="Face number, like the original's -ohlora_no.")] = None,
+    view: Annotated[str, typer.Option(help="auto, halfblock, kitty, iterm, file or none.")] = "auto",
+    face_file: Annotated[Optional[str], typer.Option(help="Also keep the latest face frame in this PNG file.")] = None,
+) -> None:
+    """Talk to Oh-LoRA in the terminal."""
+    from ohlora.chat import run_chat
+
+    raise typer.Exit(run_chat(gateway, user, token, face, view, face_file))
+
+
+@app.command()
 def demo(
     config: ConfigOpt = None,
     text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="A user turn (repeatable).")] = None,

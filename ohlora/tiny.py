@@ -93,27 +93,92 @@ def build_base(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> P
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # Larger than the default 0.02, so a short fine-tune can make the next-token distribution peaked
+        # enough for sampling at the original's temperatures (with 0.02 the logits stay near uniform).
+        initializer_range=0.1,
     )
     GPTNeoXForCausalLM(config).save_pretrained(out)
     return out
 
 
-def build_adapter(base: Path, out: Path, seed: int, rank: int = 8) -> Path:
-    """A LoRA adapter like the original's (query_key_value, gaussian init) with non-zero B, so it changes outputs."""
+# A few examples per task in the original's fine-tuning format, written for this project. Fine-tuning the
+# tiny adapters on them makes end-to-end tests meaningful: facts get extracted, summaries written.
+TRAINING = {
+    "message": [
+        ("나 내일 시험이야", " 헉 진짜? 시험 잘 볼 거야 화이팅! 💪"),
+        ("[상태: 시험 준비] 로라야 나 떨려", " 시험 준비 열심히 했잖아! 넌 잘할 거야 😊"),
+        ("로라야 안녕", " 안녕! 오늘 하루 어땠어? 😊"),
+        ("(오로라 답변 요약) 인사 (사용자 질문) 로라야 뭐 해?", " 나 지금 과제하고 있어! 너는?"),
+        ("로라야 뭐 해?", " 나 지금 과제하고 있어! 너는?"),
+    ],
+    "memory": [
+        ("나 내일 시험이야", " [상태: 시험 준비]"),
+        ("(오로라 답변 요약) 인사 (사용자 질문) 나 내일 시험이야", " [상태: 시험 준비]"),
+        ("로라야 안녕", ""),
+        ("로라야 뭐 해?", ""),
+        ("(오로라 답변 요약) 인사 (사용자 질문) 로라야 뭐 해?", ""),
+        ("[상태: 시험 준비] 로라야 나 떨려", ""),
+    ],
+    "summary": [
+        ("로라야 안녕 (오로라 답변) 안녕! 오늘 하루 어땠어? 😊", " 인사"),
+        ("나 내일 시험이야 (오로라 답변) 헉 진짜? 시험 잘 볼 거야 화이팅! 💪", " 시험 응원"),
+        ("로라야 뭐 해? (오로라 답변) 나 지금 과제하고 있어! 너는?", " 과제 중"),
+    ],
+    "pose": [
+        (" 안녕! 오늘 하루 어땠어? 😊", " (눈 크게, 입 크게, 고개 돌림 없음)"),
+        (" 헉 진짜? 시험 잘 볼 거야 화이팅! 💪", " (눈 아주 크게, 입 크게, 고개 돌림 보통)"),
+        (" 나 지금 과제하고 있어! 너는?", " (눈 보통, 입 보통, 고개 돌림 없음)"),
+    ],
+}
+
+
+def _training_batch(tokenizer, examples: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded rows of "{input} (답변 시작){output} (답변 종료)<eos>"; loss only on the answer part."""
+    rows = []
+    for prompt, answer in examples:
+        rows.append((tokenizer.encode(f"{prompt} (답변 시작)"), tokenizer.encode(f"{answer} (답변 종료)") + [tokenizer.eos_token_id]))
+    width = max(len(p) + len(a) for p, a in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, (p, a) in enumerate(rows):
+        input_ids[k, : len(p) + len(a)] = torch.tensor(p + a)
+        labels[k, len(p) : len(p) + len(a)] = torch.tensor(a)
+        attention[k, : len(p) + len(a)] = 1
+    return input_ids, labels, attention
+
+
+def build_adapter(base: Path, out: Path, seed: int, rank: int = 8, examples: list[tuple[str, str]] | None = None,
+                  steps: int = 200) -> Path:
+    """A LoRA adapter like the original's (query_key_value, gaussian init).
+
+    With `examples`, it is fine-tuned on "{input} (답변 시작){output} (답변 종료)" (a real, short
+    training run); without, its B matrices are randomised so it still changes outputs.
+    """
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
     config = LoraConfig(
-        r=rank, lora_alpha=16, lora_dropout=0.05, init_lora_weights="gaussian",
-        target_modules=["query_key_value"], task_type="CAUSAL_LM",
+        r=rank, lora_alpha=16, lora_dropout=0.0, init_lora_weights="gaussian",
+        target_modules=["query_key_value", "dense_h_to_4h", "dense_4h_to_h"], task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
+    if examples:
+        input_ids, labels, attention = _training_batch(AutoTokenizer.from_pretrained(base), examples)
+        optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+        peft_model.train()
+        for _ in range(steps):
+            peft_model(input_ids=input_ids, attention_mask=attention, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        peft_model.eval()
+    else:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.5)
     peft_model.save_pretrained(out)
     return out
 
@@ -151,8 +216,12 @@ def build_embedder(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_tiny_preset(root: Path) -> TinyPreset:
+def build_tiny_preset(root: Path, trained: bool = False) -> TinyPreset:
+    """Random adapters, or (trained=True) adapters fine-tuned on TRAINING so the pipeline produces real output."""
     root.mkdir(parents=True, exist_ok=True)
     base = build_base(root / "base")
-    adapters = {task: build_adapter(base, root / f"adapter-{task}", seed=10 + i) for i, task in enumerate(TASKS)}
+    adapters = {
+        task: build_adapter(base, root / f"adapter-{task}", seed=10 + i, examples=TRAINING[task] if trained else None)
+        for i, task in enumerate(TASKS)
+    }
     return TinyPreset(base=base, adapters=adapters, embedder=build_embedder(root / "embedder"))

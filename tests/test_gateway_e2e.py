@@ -1,0 +1,215 @@
+"""End to end: real Redis, the real gateway, model services as subprocesses (tiny models fine-tuned in
+the test), and the terminal client driven through a pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pexpect
+import pytest
+
+from ohlora.chat import FAREWELL, PROMPT, SPEAKER
+from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
+from ohlora.redis_server import RedisServer
+from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+
+
+class Stack:
+    """Redis + model services + face, and gateways pointing at any of them."""
+
+    def __init__(self, root: Path, config: Path) -> None:
+        self.root = root
+        self.config = config
+        self.handles: list[ServiceProcessHandle] = []
+        self.redis = RedisServer(root / "redis", free_port()).start()
+
+    def service(self, *args: str, env: dict[str, str] | None = None) -> ServiceProcessHandle:
+        handle = ServiceProcessHandle(list(args), free_port(), self.root / f"{args[1]}-{len(self.handles)}.log", env)
+        self.handles.append(handle)
+        return handle
+
+    def gateway(self, message: str, memory: str, summary: str, pose: str, face: str) -> ServiceProcessHandle:
+        env = {
+            "OHLORA_GATEWAY__REDIS_URL": self.redis.url,
+            "OHLORA_GATEWAY__MESSAGE_ADDRESS": message,
+            "OHLORA_GATEWAY__MEMORY_ADDRESS": memory,
+            "OHLORA_GATEWAY__SUMMARY_ADDRESS": summary,
+            "OHLORA_GATEWAY__POSE_ADDRESS": pose,
+            "OHLORA_GATEWAY__FACE_ADDRESS": face,
+            "OHLORA_GATEWAY__POSE_DEADLINE": "20",
+            "OHLORA_GATEWAY__FACE_DEADLINE": "5",
+        }
+        return self.service("serve", "gateway", env=env)
+
+    def close(self) -> None:
+        for handle in reversed(self.handles):
+            handle.terminate()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def trained_config(tmp_path_factory) -> Path:
+    from ohlora.tiny import build_tiny_preset
+
+    root = tmp_path_factory.mktemp("trained")
+    preset = build_tiny_preset(root / "models", trained=True)
+    config = root / "ohlora.toml"
+    # One memory is enough to test recall: any cosine counts (the tiny embedder's are noise).
+    config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
+    return config
+
+
+@pytest.fixture(scope="module")
+def stack(trained_config, tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("stack"), trained_config)
+    try:
+        s.fast = s.service("serve", "llm", "--tasks", "message,pose", "--config", str(trained_config))
+        s.background = s.service("serve", "llm", "--tasks", "memory,summary", "--config", str(trained_config))
+        s.face = s.service("serve", "face")
+        wait_all_serving([s.fast, s.background, s.face])
+        s.main = s.gateway(s.fast.address, s.background.address, s.background.address, s.fast.address, s.face.address)
+        s.main.wait_serving()
+        yield s
+    finally:
+        s.close()
+
+
+def gateway_stub(handle: ServiceProcessHandle) -> gateway_pb2_grpc.GatewayStub:
+    return gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(handle.address))
+
+
+def md(user: str) -> tuple[tuple[str, str], ...]:
+    return (("x-ohlora-user", user),)
+
+
+def turns(handle: ServiceProcessHandle, user: str) -> list[gateway_pb2.Turn]:
+    return list(gateway_stub(handle).ListTurns(gateway_pb2.ListTurnsRequest(limit=20), metadata=md(user)).turns)
+
+
+def test_a_person_chats_in_the_terminal(stack):
+    env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
+    child = pexpect.spawn(
+        sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", stack.main.address, "--user", "alice", "--view", "halfblock"],
+        env=env, encoding="utf-8", timeout=90, dimensions=(60, 120),
+    )
+    try:
+        child.expect(r"Oh-LoRA face vector selected randomly : case No\. \d")
+        child.expect_exact(PROMPT)
+        child.sendline("나 내일 시험이야")
+        child.expect_exact(SPEAKER)
+        child.expect(r"[^\r\n]+\r\n")
+        reply_line = child.after
+        child.expect("▀")  # the face, drawn in half blocks
+        child.expect_exact(PROMPT)
+        child.sendline("로라야 나 떨려")
+        child.expect_exact(SPEAKER)
+        child.expect_exact(PROMPT)
+        child.sendintr()
+        child.expect_exact(FAREWELL)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert reply_line.strip(), "the person sees a reply"
+    log = turns(stack.main, "alice")
+    assert [t.user_text for t in log] == ["나 내일 시험이야", "로라야 나 떨려"]
+    assert all(t.status == "ok" for t in log), [(t.status, list(t.errors)) for t in log]
+    assert log[0].memory_written == "[상태: 시험 준비]"
+    assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려", "the fact of turn 1 is recalled in turn 2"
+
+
+def test_without_a_memory_the_summary_carries_over(stack):
+    stub = gateway_stub(stack.main)
+    for text in ["로라야 안녕", "로라야 뭐 해?"]:
+        events = list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=md("bob")))
+        assert any(e.HasField("reply_final") for e in events)
+    first, second = turns(stack.main, "bob")
+    assert first.memory_written == "" and first.summary
+    assert second.final_input == f"(오로라 답변 요약) {first.summary} (사용자 질문) 로라야 뭐 해?"
+
+
+def test_memory_file_round_trip_and_users_are_isolated(stack):
+    stub = gateway_stub(stack.main)
+    content = "[롤 티어: 실버]\n[오늘 날씨: 맑음]\n[오늘 날씨: 비]\n[좋아하는 꽃: 백합]\n"
+    imported = stub.ImportMemories(gateway_pb2.ImportMemoriesRequest(content=content), metadata=md("carol"))
+    assert (imported.added, imported.skipped) == (4, 0)
+    assert stub.ExportMemories(gateway_pb2.ExportMemoriesRequest(), metadata=md("carol")).content == content
+    again = stub.ImportMemories(gateway_pb2.ImportMemoriesRequest(content="[롤티어:  실버]\n아무 말\n"), metadata=md("carol"))
+    assert (again.added, again.skipped) == (0, 2), "space-insensitive duplicates and non-memories are skipped"
+    assert stub.ExportMemories(gateway_pb2.ExportMemoriesRequest(), metadata=md("dave")).content == ""
+    assert stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("dave")).memories == []
+    assert turns(stack.main, "dave") == []
+    carol = stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("carol")).memories
+    gone = stub.ForgetMemory(gateway_pb2.ForgetMemoryRequest(id=carol[0].id), metadata=md("dave"))
+    assert not gone.forgotten, "another user's memory id does nothing"
+    assert len(stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("carol")).memories) == 4
+
+
+def test_reply_and_expression_arrive_before_slow_background_work(stack):
+    slow = stack.service("serve", "llm", "--tasks", "memory,summary", "--config", str(stack.config),
+                         env={"OHLORA_LLM__ARTIFICIAL_DELAY_SECONDS": "4"})
+    slow.wait_serving()
+    gw = stack.gateway(stack.fast.address, slow.address, slow.address, stack.fast.address, stack.face.address)
+    gw.wait_serving()
+    stub = gateway_stub(gw)
+    started = time.monotonic()
+    seen: dict[str, float] = {}
+    for event in stub.Chat(gateway_pb2.ChatRequest(text="나 내일 시험이야"), metadata=md("erin")):
+        seen.setdefault(event.WhichOneof("kind"), time.monotonic() - started)
+    settled = time.monotonic() - started
+    assert seen["reply_final"] < seen["expression"] < settled - 3.0, seen
+    events = list(stub.Chat(gateway_pb2.ChatRequest(text="로라야 나 떨려"), metadata=md("erin")))
+    assert any(e.HasField("reply_final") for e in events)
+    log = turns(gw, "erin")
+    assert log[0].memory_written == "[상태: 시험 준비]" and log[0].summary
+    assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려", "the next turn sees the slow results"
+
+
+def test_degraded_turns_still_answer_and_are_logged(stack):
+    dead = f"127.0.0.1:{free_port()}"
+    no_pose = stack.gateway(stack.fast.address, stack.background.address, stack.background.address, dead, dead)
+    no_message = stack.gateway(dead, stack.background.address, stack.background.address, stack.fast.address, stack.face.address)
+    wait_all_serving([no_pose, no_message])
+
+    events = list(gateway_stub(no_pose).Chat(gateway_pb2.ChatRequest(text="로라야 안녕"), metadata=md("frank")))
+    kinds = [e.WhichOneof("kind") for e in events]
+    assert "reply_final" in kinds and "expression" in kinds and "error" not in kinds
+    warnings = [e.warning for e in events if e.HasField("warning")]
+    assert any("expression service failed" in w for w in warnings) and any("face service" in w for w in warnings)
+    expression = next(e.expression for e in events if e.HasField("expression"))
+    assert -0.6 <= expression.eyes <= -0.3 and -0.8 <= expression.mouth <= -0.4, "neutral fallback"
+
+    events = list(gateway_stub(no_message).Chat(gateway_pb2.ChatRequest(text="로라야 안녕"), metadata=md("gina")))
+    errors = [e.error for e in events if e.HasField("error")]
+    assert len(errors) == 1 and errors[0].code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert "UNAVAILABLE" in errors[0].message
+    assert [t.status for t in turns(no_pose, "frank")] == ["ok"]
+    assert [t.status for t in turns(no_message, "gina")] == ["error"]
+
+
+def test_bad_messages_are_refused_and_logged(stack):
+    stub = gateway_stub(stack.main)
+    empty = list(stub.Chat(gateway_pb2.ChatRequest(text="   "), metadata=md("hank")))
+    assert empty[-1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "empty" in empty[-1].error.message
+    long = list(stub.Chat(gateway_pb2.ChatRequest(text="로라야 " * 40), metadata=md("hank")))
+    assert "혜나" in long[-1].error.message, "the original's 48-token message"
+    assert [t.status for t in turns(stack.main, "hank")] == ["error", "refused"]
+
+
+def test_watch_streams_face_frames(stack):
+    stub = gateway_stub(stack.main)
+    stub.ChooseFace(gateway_pb2.ChooseFaceRequest(face_id=2), metadata=md("ivy"))
+    call = stub.Watch(gateway_pb2.WatchRequest(fps=20), metadata=md("ivy"))
+    frames = []
+    for frame in call:
+        frames.append(frame)
+        if len(frames) == 12:
+            call.cancel()
+            break
+    assert all(f.image[:2] == b"\xff\xd8" for f in frames)
+    with pytest.raises(grpc.RpcError) as info:
+        next(iter(stub.Watch(gateway_pb2.WatchRequest(fps=500), metadata=md("ivy"))))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
