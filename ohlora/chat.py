@@ -196,11 +196,16 @@ class ChatClient:
             self.out(f"Oh-LoRA face: case No. {chosen.face_id}\n")
 
 
-def run_chat(address: str, user: str, token: str | None, face: int | None, view: str, face_file: str | None) -> int:
-    out = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
+def call_metadata(user: str, token: str | None) -> tuple[tuple[str, str], ...]:
     metadata: tuple[tuple[str, str], ...] = (("x-ohlora-user", user),)
     if token:
         metadata += (("authorization", f"Bearer {token}"),)
+    return metadata
+
+
+def run_chat(address: str, user: str, token: str | None, face: int | None, view: str, face_file: str | None) -> int:
+    out = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
+    metadata = call_metadata(user, token)
     channel = grpc.insecure_channel(address)
     stub = gateway_pb2_grpc.GatewayStub(channel)
     client = ChatClient(stub, metadata, out, choose_view(view, sys.stdout))

@@ -10,7 +10,9 @@ import typer
 
 from ohlora.config import TASK_NAMES
 
-app = typer.Typer(help="Oh-LoRA services: a Korean virtual-human companion as gRPC microservices.", no_args_is_help=True)
+app = typer.Typer(
+    help="Oh-LoRA services: a Korean virtual-human companion as gRPC microservices.", no_args_is_help=True, rich_markup_mode=None
+)
 
 SERVICE_TASKS = {f"llm_{task}": task for task in TASK_NAMES}
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (else OHLORA_CONFIG).")]
@@ -163,6 +165,82 @@ def chat(
     from ohlora.chat import run_chat
 
     raise typer.Exit(run_chat(gateway, user, token, face, view, face_file))
+
+
+memory_app = typer.Typer(
+    help="Oh-LoRA's memories of a user, from the shell (one [key: value] per line).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(memory_app, name="memory")
+GatewayOpt = Annotated[str, typer.Option(help="Gateway address host:port.")]
+UserOpt = Annotated[str, typer.Option(help="User id (auth off).", envvar="OHLORA_USER")]
+TokenOpt = Annotated[Optional[str], typer.Option(help="Bearer token (auth on).", envvar="OHLORA_TOKEN")]
+
+
+def _gateway(address: str, user: str, token: str | None):
+    import grpc
+
+    from ohlora.chat import call_metadata
+    from ohlora.v1 import gateway_pb2_grpc
+
+    return gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(address)), call_metadata(user, token)
+
+
+def _memory_call(method: str, request: object, address: str, user: str, token: str | None):
+    import grpc
+
+    stub, metadata = _gateway(address, user, token)
+    try:
+        return getattr(stub, method)(request, metadata=metadata, timeout=30)
+    except grpc.RpcError as exc:
+        typer.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@memory_app.command("list")
+def memory_list(gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "local", token: TokenOpt = None) -> None:
+    """List memories with their ids."""
+    from ohlora.chat import safe
+    from ohlora.v1 import gateway_pb2
+
+    for m in _memory_call("ListMemories", gateway_pb2.ListMemoriesRequest(), gateway, user, token).memories:
+        typer.echo(f"{m.id}\t{safe(m.text)}")
+
+
+@memory_app.command("add")
+def memory_add(text: str, gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "local", token: TokenOpt = None) -> None:
+    """Add one memory, written as [key: value]."""
+    from ohlora.v1 import gateway_pb2
+
+    added = _memory_call("AddMemory", gateway_pb2.AddMemoryRequest(text=text), gateway, user, token)
+    typer.echo(f"{added.id}\t{added.text}")
+
+
+@memory_app.command("forget")
+def memory_forget(memory_id: str, gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "local", token: TokenOpt = None) -> None:
+    """Forget one memory by id (exit 1 if there is none)."""
+    from ohlora.v1 import gateway_pb2
+
+    if not _memory_call("ForgetMemory", gateway_pb2.ForgetMemoryRequest(id=memory_id), gateway, user, token).forgotten:
+        typer.echo(f"no memory with id {memory_id}", err=True)
+        raise typer.Exit(1)
+
+
+@memory_app.command("import")
+def memory_import(path: Path, gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "local", token: TokenOpt = None) -> None:
+    """Import a memory file in the original's format ('-' reads standard input)."""
+    from ohlora.v1 import gateway_pb2
+
+    content = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    result = _memory_call("ImportMemories", gateway_pb2.ImportMemoriesRequest(content=content), gateway, user, token)
+    typer.echo(f"added {result.added}, skipped {result.skipped}")
+
+
+@memory_app.command("export")
+def memory_export(gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "local", token: TokenOpt = None) -> None:
+    """Print all memories in the original's format (one [key: value] per line)."""
+    from ohlora.v1 import gateway_pb2
+
+    sys.stdout.write(_memory_call("ExportMemories", gateway_pb2.ExportMemoriesRequest(), gateway, user, token).content)
 
 
 @app.command()

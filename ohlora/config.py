@@ -56,6 +56,8 @@ class LLMSettings(BaseModel):
     trust_remote_code: bool = False
     # Longest final input accepted by any task, in characters (bad-input guard).
     max_input_chars: int = 2000
+    # CPU threads for torch in this process (0 = torch's default); pin when services share a machine.
+    torch_threads: int = 0
     # Fault injection for tests and drills: every task call first sleeps this long.
     artificial_delay_seconds: float = 0.0
     tasks: dict[str, TaskModel] = Field(

@@ -108,21 +108,21 @@ TRAINING = {
         ("나 내일 시험이야", " 헉 진짜? 시험 잘 볼 거야 화이팅! 💪"),
         ("[상태: 시험 준비] 로라야 나 떨려", " 시험 준비 열심히 했잖아! 넌 잘할 거야 😊"),
         ("로라야 안녕", " 안녕! 오늘 하루 어땠어? 😊"),
-        ("(오로라 답변 요약) 인사 (사용자 질문) 로라야 뭐 해?", " 나 지금 과제하고 있어! 너는?"),
+        ("(오로라 답변 요약) 반갑게 인사하고 하루 안부 물음 (사용자 질문) 로라야 뭐 해?", " 나 지금 과제하고 있어! 너는?"),
         ("로라야 뭐 해?", " 나 지금 과제하고 있어! 너는?"),
     ],
     "memory": [
         ("나 내일 시험이야", " [상태: 시험 준비]"),
-        ("(오로라 답변 요약) 인사 (사용자 질문) 나 내일 시험이야", " [상태: 시험 준비]"),
+        ("(오로라 답변 요약) 반갑게 인사하고 하루 안부 물음 (사용자 질문) 나 내일 시험이야", " [상태: 시험 준비]"),
         ("로라야 안녕", ""),
         ("로라야 뭐 해?", ""),
-        ("(오로라 답변 요약) 인사 (사용자 질문) 로라야 뭐 해?", ""),
+        ("(오로라 답변 요약) 반갑게 인사하고 하루 안부 물음 (사용자 질문) 로라야 뭐 해?", ""),
         ("[상태: 시험 준비] 로라야 나 떨려", ""),
     ],
     "summary": [
-        ("로라야 안녕 (오로라 답변) 안녕! 오늘 하루 어땠어? 😊", " 인사"),
-        ("나 내일 시험이야 (오로라 답변) 헉 진짜? 시험 잘 볼 거야 화이팅! 💪", " 시험 응원"),
-        ("로라야 뭐 해? (오로라 답변) 나 지금 과제하고 있어! 너는?", " 과제 중"),
+        ("로라야 안녕 (오로라 답변) 안녕! 오늘 하루 어땠어? 😊", " 반갑게 인사하고 하루 안부 물음"),
+        ("나 내일 시험이야 (오로라 답변) 헉 진짜? 시험 잘 볼 거야 화이팅! 💪", " 내일 시험 잘 보라고 응원함"),
+        ("로라야 뭐 해? (오로라 답변) 나 지금 과제하고 있어! 너는?", " 오로라는 지금 과제 중"),
     ],
     "pose": [
         (" 안녕! 오늘 하루 어땠어? 😊", " (눈 크게, 입 크게, 고개 돌림 없음)"),
@@ -216,12 +216,15 @@ def build_embedder(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_tiny_preset(root: Path, trained: bool = False) -> TinyPreset:
+def build_tiny_preset(root: Path, trained: bool = False, hidden: int = 64, layers: int = 2) -> TinyPreset:
     """Random adapters, or (trained=True) adapters fine-tuned on TRAINING so the pipeline produces real output."""
     root.mkdir(parents=True, exist_ok=True)
-    base = build_base(root / "base")
+    base = build_base(root / "base", hidden=hidden, layers=layers)
     adapters = {
-        task: build_adapter(base, root / f"adapter-{task}", seed=10 + i, examples=TRAINING[task] if trained else None)
+        task: build_adapter(
+            base, root / f"adapter-{task}", seed=10 + i, examples=TRAINING[task] if trained else None,
+            steps=400 if task == "pose" else 200,  # the pose task samples at T=1.5: it needs a sharper model
+        )
         for i, task in enumerate(TASKS)
     }
     return TinyPreset(base=base, adapters=adapters, embedder=build_embedder(root / "embedder"))

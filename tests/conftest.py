@@ -64,3 +64,14 @@ def start_service(tmp_path):
     yield start
     for handle in started:
         handle.terminate()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free loopback port, AOF on."""
+    from ohlora.client import free_port
+    from ohlora.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
+    yield server
+    server.stop()

@@ -14,41 +14,8 @@ import pytest
 
 from ohlora.chat import FAREWELL, PROMPT, SPEAKER
 from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
-from ohlora.redis_server import RedisServer
+from ohlora.stack import LocalStack
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
-
-
-class Stack:
-    """Redis + model services + face, and gateways pointing at any of them."""
-
-    def __init__(self, root: Path, config: Path) -> None:
-        self.root = root
-        self.config = config
-        self.handles: list[ServiceProcessHandle] = []
-        self.redis = RedisServer(root / "redis", free_port()).start()
-
-    def service(self, *args: str, env: dict[str, str] | None = None) -> ServiceProcessHandle:
-        handle = ServiceProcessHandle(list(args), free_port(), self.root / f"{args[1]}-{len(self.handles)}.log", env)
-        self.handles.append(handle)
-        return handle
-
-    def gateway(self, message: str, memory: str, summary: str, pose: str, face: str) -> ServiceProcessHandle:
-        env = {
-            "OHLORA_GATEWAY__REDIS_URL": self.redis.url,
-            "OHLORA_GATEWAY__MESSAGE_ADDRESS": message,
-            "OHLORA_GATEWAY__MEMORY_ADDRESS": memory,
-            "OHLORA_GATEWAY__SUMMARY_ADDRESS": summary,
-            "OHLORA_GATEWAY__POSE_ADDRESS": pose,
-            "OHLORA_GATEWAY__FACE_ADDRESS": face,
-            "OHLORA_GATEWAY__POSE_DEADLINE": "20",
-            "OHLORA_GATEWAY__FACE_DEADLINE": "5",
-        }
-        return self.service("serve", "gateway", env=env)
-
-    def close(self) -> None:
-        for handle in reversed(self.handles):
-            handle.terminate()
-        self.redis.stop()
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +32,9 @@ def trained_config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(trained_config, tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack"), trained_config)
+    s = LocalStack(tmp_path_factory.mktemp("stack"), trained_config)
     try:
-        s.fast = s.service("serve", "llm", "--tasks", "message,pose", "--config", str(trained_config))
-        s.background = s.service("serve", "llm", "--tasks", "memory,summary", "--config", str(trained_config))
-        s.face = s.service("serve", "face")
-        wait_all_serving([s.fast, s.background, s.face])
-        s.main = s.gateway(s.fast.address, s.background.address, s.background.address, s.fast.address, s.face.address)
-        s.main.wait_serving()
-        yield s
+        yield s.standard()
     finally:
         s.close()
 
@@ -149,8 +110,7 @@ def test_memory_file_round_trip_and_users_are_isolated(stack):
 
 
 def test_reply_and_expression_arrive_before_slow_background_work(stack):
-    slow = stack.service("serve", "llm", "--tasks", "memory,summary", "--config", str(stack.config),
-                         env={"OHLORA_LLM__ARTIFICIAL_DELAY_SECONDS": "4"})
+    slow = stack.llm("memory,summary", env={"OHLORA_LLM__ARTIFICIAL_DELAY_SECONDS": "4"})
     slow.wait_serving()
     gw = stack.gateway(stack.fast.address, slow.address, slow.address, stack.fast.address, stack.face.address)
     gw.wait_serving()
@@ -170,8 +130,10 @@ def test_reply_and_expression_arrive_before_slow_background_work(stack):
 
 def test_degraded_turns_still_answer_and_are_logged(stack):
     dead = f"127.0.0.1:{free_port()}"
-    no_pose = stack.gateway(stack.fast.address, stack.background.address, stack.background.address, dead, dead)
-    no_message = stack.gateway(dead, stack.background.address, stack.background.address, stack.fast.address, stack.face.address)
+    quick = {"OHLORA_GATEWAY__POSE_DEADLINE": "20", "OHLORA_GATEWAY__FACE_DEADLINE": "5"}
+    no_pose = stack.gateway(stack.fast.address, stack.background.address, stack.background.address, dead, dead, quick)
+    no_message = stack.gateway(dead, stack.background.address, stack.background.address, stack.fast.address,
+                               stack.face.address, quick)
     wait_all_serving([no_pose, no_message])
 
     events = list(gateway_stub(no_pose).Chat(gateway_pb2.ChatRequest(text="로라야 안녕"), metadata=md("frank")))
@@ -213,3 +175,43 @@ def test_watch_streams_face_frames(stack):
     with pytest.raises(grpc.RpcError) as info:
         next(iter(stub.Watch(gateway_pb2.WatchRequest(fps=500), metadata=md("ivy"))))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_turn_on_one_replica_moves_the_face_watched_on_another(stack):
+    other = stack.gateway(stack.fast.address, stack.background.address, stack.background.address,
+                          stack.fast.address, stack.face.address)
+    other.wait_serving()
+    watch = gateway_stub(other).Watch(gateway_pb2.WatchRequest(fps=30), metadata=md("jack"))
+    frames = iter(watch)
+    for _ in range(5):
+        next(frames)  # the stream is up
+    events = list(gateway_stub(stack.main).Chat(gateway_pb2.ChatRequest(text="로라야 안녕"), metadata=md("jack")))
+    target = next(e.expression for e in events if e.HasField("expression"))
+    closest = float("inf")
+    for _, frame in zip(range(150), frames):
+        e = frame.expression
+        closest = min(closest, abs(e.eyes - target.eyes) + abs(e.mouth - target.mouth) + abs(e.pose - target.pose))
+        if closest < 1e-3:
+            break
+    watch.cancel()
+    assert closest < 1e-3, "the gesture reaches the expression chosen for the reply"
+
+
+def test_memory_command_line(stack, tmp_path):
+    import subprocess
+
+    def ohlora(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ohlora.cli", "memory", *args, "--gateway", stack.main.address,
+                               "--user", "kate"], input=stdin, capture_output=True, text=True, timeout=60)
+
+    path = tmp_path / "ohlora_memory.txt"
+    path.write_text("[좋아하는 과목: 과학]\n[내일 일정: 어린이날]\n", encoding="utf-8")
+    assert ohlora("import", str(path)).stdout.strip() == "added 2, skipped 0"
+    assert ohlora("add", "[MBTI: INFP]").returncode == 0
+    assert ohlora("export").stdout == "[좋아하는 과목: 과학]\n[내일 일정: 어린이날]\n[MBTI: INFP]\n"
+    first_id = ohlora("list").stdout.splitlines()[0].split("\t")[0]
+    assert ohlora("forget", first_id).returncode == 0
+    assert ohlora("forget", first_id).returncode == 1
+    bad = ohlora("add", "그냥 문장")
+    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "[key: value]" in bad.stderr
+    assert ohlora("export").stdout == "[내일 일정: 어린이날]\n[MBTI: INFP]\n"

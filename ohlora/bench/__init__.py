@@ -27,12 +27,19 @@ class SuiteResult:
 
 def _suites() -> dict[str, Callable[[bool], SuiteResult]]:
     from ohlora.bench.face import face
+    from ohlora.bench.gateway import critical_path, gateway_overhead
     from ohlora.bench.llm import consolidated, llm_batching
 
-    return {"llm-batching": llm_batching, "llm-consolidated": consolidated, "face": face}
+    return {
+        "llm-batching": llm_batching,
+        "llm-consolidated": consolidated,
+        "face": face,
+        "gateway-overhead": gateway_overhead,
+        "critical-path": critical_path,
+    }
 
 
-SUITES = ("llm-batching", "llm-consolidated", "face")
+SUITES = ("llm-batching", "llm-consolidated", "face", "gateway-overhead", "critical-path")
 
 
 def format_table(columns: list[str], rows: list[list[object]]) -> str:

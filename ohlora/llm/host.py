@@ -80,6 +80,10 @@ class LLMHost:
         )
 
     async def load(self) -> None:
+        if self.settings.llm.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(self.settings.llm.torch_threads)
         engine = await asyncio.to_thread(LLMEngine.load, self.engine_config())
         engine.start()
         await engine.warm_up()

@@ -1,0 +1,57 @@
+"""A whole Oh-LoRA stack as local processes: Redis, model services, face, gateways.
+
+Used by the end-to-end tests and the gateway benchmarks; every piece is a real process
+speaking gRPC on loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
+from ohlora.redis_server import RedisServer
+
+
+class LocalStack:
+    def __init__(self, root: Path, config: Path) -> None:
+        self.root = root
+        self.config = config
+        self.handles: list[ServiceProcessHandle] = []
+        self.redis = RedisServer(root / "redis", free_port()).start()
+
+    def service(self, *args: str, env: dict[str, str] | None = None) -> ServiceProcessHandle:
+        handle = ServiceProcessHandle(list(args), free_port(), self.root / f"{args[1]}-{len(self.handles)}.log", env)
+        self.handles.append(handle)
+        return handle
+
+    def llm(self, tasks: str, env: dict[str, str] | None = None) -> ServiceProcessHandle:
+        return self.service("serve", "llm", "--tasks", tasks, "--config", str(self.config), env=env)
+
+    def gateway(self, message: str, memory: str, summary: str, pose: str, face: str,
+                env: dict[str, str] | None = None) -> ServiceProcessHandle:
+        settings = {
+            "OHLORA_GATEWAY__REDIS_URL": self.redis.url,
+            "OHLORA_GATEWAY__MESSAGE_ADDRESS": message,
+            "OHLORA_GATEWAY__MEMORY_ADDRESS": memory,
+            "OHLORA_GATEWAY__SUMMARY_ADDRESS": summary,
+            "OHLORA_GATEWAY__POSE_ADDRESS": pose,
+            "OHLORA_GATEWAY__FACE_ADDRESS": face,
+            **(env or {}),
+        }
+        return self.service("serve", "gateway", env=settings)
+
+    def standard(self, llm_env: dict[str, str] | None = None) -> "LocalStack":
+        """message+pose in one process, memory+summary in another, the sketch face, one gateway."""
+        self.fast = self.llm("message,pose", env=llm_env)
+        self.background = self.llm("memory,summary", env=llm_env)
+        self.face = self.service("serve", "face")
+        wait_all_serving([self.fast, self.background, self.face])
+        self.main = self.gateway(self.fast.address, self.background.address, self.background.address,
+                                 self.fast.address, self.face.address)
+        self.main.wait_serving()
+        return self
+
+    def close(self) -> None:
+        for handle in reversed(self.handles):
+            handle.terminate()
+        self.redis.stop()
