@@ -248,7 +248,7 @@ def demo(
     config: ConfigOpt = None,
     text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="A user turn (repeatable).")] = None,
 ) -> None:
-    """Start the LLM services on offline models and run Korean turns through them."""
+    """Start the whole pipeline on offline tiny models and run Korean turns through the gateway."""
     from ohlora.demo import DEMO_TURNS, run_demo
 
     run_demo(config, text or DEMO_TURNS, echo=typer.echo)

@@ -1,9 +1,10 @@
-"""`ohlora demo`: the LLM half of one Oh-LoRA turn, on models that need no download.
+"""`ohlora demo`: the whole pipeline on models that need no download, one process per service.
 
-Builds the tiny preset (or uses --config), starts the consolidated LLM service as a
-real process, then runs turns in the original's order (reply streamed, memory,
-summary, expression) and prints what each service answered. The full pipeline
-(gateway, Redis memory, face) is added by later issues.
+Builds the tiny preset (a GPT-NeoX of a few hundred thousand parameters with LoRA adapters
+fine-tuned for a minute on a handful of Korean examples, and a tiny embedder), starts Redis,
+the LLM services, the sketch face service and the gateway as real processes, runs Korean
+turns through the gateway like a client would, and writes a face frame. The offline `mini`
+preset with a real instruct model comes with `ohlora up`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import grpc
 
-from ohlora.client import ServiceProcessHandle, free_port
-from ohlora.v1 import llm_pb2, llm_pb2_grpc
+from ohlora.stack import LocalStack
+from ohlora.v1 import face_pb2, gateway_pb2, gateway_pb2_grpc
 
-DEMO_TURNS = ["로라야 오늘 뭐 해?", "나 내일 시험이야"]
+DEMO_TURNS = ["나 내일 시험이야", "로라야 나 떨려"]
 
 
 def run_demo(config: Path | None, turns: list[str], echo=print) -> None:
@@ -24,39 +25,39 @@ def run_demo(config: Path | None, turns: list[str], echo=print) -> None:
     if config is None:
         from ohlora.tiny import build_tiny_preset
 
-        echo("building the tiny preset (random weights: replies are noise, the plumbing is real) ...")
-        preset = build_tiny_preset(workdir / "tiny")
+        echo("building the tiny preset (tiny models fine-tuned on a few examples; ~15 s) ...")
+        preset = build_tiny_preset(workdir / "tiny", trained=True)
         config = workdir / "ohlora.toml"
-        config.write_text(preset.config_toml())
-    service = ServiceProcessHandle(["serve", "llm", "--config", str(config)], free_port(), workdir / "llm.log")
+        config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
+    stack = LocalStack(workdir, config)
     try:
-        service.wait_serving()
-        echo(f"consolidated LLM service SERVING on {service.address} (health went {' -> '.join(service.seen_statuses)})")
-        with grpc.insecure_channel(service.address) as channel:
-            message = llm_pb2_grpc.MessageServiceStub(channel)
-            memory = llm_pb2_grpc.MemoryServiceStub(channel)
-            summary = llm_pb2_grpc.SummaryServiceStub(channel)
-            pose = llm_pb2_grpc.PoseServiceStub(channel)
-            for text in turns:
-                echo(f"\n오로라에게 말하기 : {text}")
-                check = message.CheckInput(llm_pb2.CheckInputRequest(text=text))
-                if not check.ok:
-                    echo(check.message)
-                    continue
-                reply = ""
-                for chunk in message.Reply(llm_pb2.ReplyRequest(final_input=text)):
-                    if chunk.HasField("done"):
-                        reply = chunk.done.text
-                        echo(f"👱‍♀️ 오로라 : {reply}   [{chunk.done.stats.attempts} attempts]")
-                fact = memory.Extract(llm_pb2.ExtractRequest(final_input=text))
-                echo(f"  memory : {fact.fact.text if fact.HasField('fact') else '(nothing to remember)'}")
-                summ = summary.Summarize(llm_pb2.SummarizeRequest(final_input=text, reply=reply))
-                echo(f"  summary: {summ.summary if summ.HasField('summary') else '(none)'}")
-                face = pose.DecideExpression(llm_pb2.PoseRequest(reply=reply))
-                echo(
-                    f"  face   : 눈 {face.eyes_text}, 입 {face.mouth_text}, 고개 돌림 {face.pose_text} -> "
-                    f"({face.expression.eyes:.2f}, {face.expression.mouth:.2f}, {face.expression.pose:.2f})"
-                )
+        echo("starting Redis, the LLM services, the face service and the gateway ...")
+        stack.standard()
+        echo(f"gateway SERVING on {stack.main.address}; logs in {workdir}")
+        stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
+        md = (("x-ohlora-user", "demo"),)
+        face = stub.ChooseFace(gateway_pb2.ChooseFaceRequest(), metadata=md)
+        echo(f"Oh-LoRA face vector selected randomly : case No. {face.face_id}")
+        for text in turns:
+            echo(f"\n오로라에게 말하기 (Ctrl+C to finish) : {text}")
+            for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=md):
+                kind = event.WhichOneof("kind")
+                if kind == "reply_final":
+                    echo(f"👱‍♀️ 오로라 : {event.reply_final}")
+                elif kind == "expression":
+                    e = event.expression
+                    echo(f"  face : eyes {e.eyes:+.2f}, mouth {e.mouth:+.2f}, head turn {e.pose:+.2f}")
+                elif kind in ("warning", "error"):
+                    echo(f"  {kind} : {getattr(event, kind) if kind == 'warning' else event.error.message}")
+        echo("")
+        for turn in stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=len(turns)), metadata=md).turns:
+            echo(f"turn log: final input {turn.final_input!r} | memory written {turn.memory_written or '-'} "
+                 f"| summary {turn.summary or '-'}")
+        watch = stub.Watch(gateway_pb2.WatchRequest(fps=10, format=face_pb2.IMAGE_FORMAT_PNG), metadata=md)
+        frame = next(iter(watch))
+        watch.cancel()
+        out = workdir / "face.png"
+        out.write_bytes(frame.image)
+        echo(f"a face frame: {out}")
     finally:
-        code = service.terminate()
-        echo(f"\nservice stopped (exit {code}); log: {service.log_path}")
+        stack.close()

@@ -81,7 +81,7 @@ async def test_per_row_budgets_and_total_token_limit(engine):
     )
     assert (a.new_tokens, b.new_tokens) == (3, 12)
     assert c.total_tokens == 10 and c.new_tokens == 10 - prompt_len
-    assert b.text.startswith(a.text)
+    assert b.text.startswith(a.text.rstrip("\ufffd")), "a cut may end inside a multi-byte character"
 
 
 async def test_stop_string_ends_a_row(engine):

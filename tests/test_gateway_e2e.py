@@ -156,7 +156,7 @@ def test_bad_messages_are_refused_and_logged(stack):
     stub = gateway_stub(stack.main)
     empty = list(stub.Chat(gateway_pb2.ChatRequest(text="   "), metadata=md("hank")))
     assert empty[-1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "empty" in empty[-1].error.message
-    long = list(stub.Chat(gateway_pb2.ChatRequest(text="로라야 " * 40), metadata=md("hank")))
+    long = list(stub.Chat(gateway_pb2.ChatRequest(text=" ".join(str(n) for n in range(100, 160))), metadata=md("hank")))
     assert "혜나" in long[-1].error.message, "the original's 48-token message"
     assert [t.status for t in turns(stack.main, "hank")] == ["error", "refused"]
 
@@ -215,3 +215,26 @@ def test_memory_command_line(stack, tmp_path):
     bad = ohlora("add", "그냥 문장")
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "[key: value]" in bad.stderr
     assert ohlora("export").stdout == "[내일 일정: 어린이날]\n[MBTI: INFP]\n"
+
+
+def test_turns_of_one_user_are_serialised_across_replicas(stack):
+    """Two replicas, two turns of one user at once: the later turn sees the earlier turn's results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    other = stack.gateway(stack.fast.address, stack.background.address, stack.background.address,
+                          stack.fast.address, stack.face.address)
+    other.wait_serving()
+
+    def chat(handle: ServiceProcessHandle, text: str) -> list[gateway_pb2.ChatEvent]:
+        return list(gateway_stub(handle).Chat(gateway_pb2.ChatRequest(text=text), metadata=md("lena")))
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(chat, stack.main, "나 내일 시험이야")
+        time.sleep(0.05)
+        second = pool.submit(chat, other, "로라야 나 떨려")
+        results = [first.result(), second.result()]
+    assert all(any(e.HasField("reply_final") for e in r) for r in results)
+    log = turns(stack.main, "lena")
+    assert [t.user_text for t in log] == ["나 내일 시험이야", "로라야 나 떨려"]
+    assert log[1].started >= log[0].ended, "the second turn starts after the first has settled"
+    assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려"

@@ -56,11 +56,14 @@ def test_message_service_streams_a_reply(services):
         assert done.done.text == "(읽씹)" and done.done.stats.attempts == 15
 
 
+LONG_TEXT = " ".join(str(n) for n in range(100, 160))  # far more than 48 tokens for any tokenizer
+
+
 def test_message_input_guard(services):
     message = stub(services["message"], llm_pb2_grpc.MessageServiceStub)
     short = message.CheckInput(llm_pb2.CheckInputRequest(text="로라야 안녕"))
     assert short.ok and short.limit == 48 and 0 < short.tokens <= 48 and short.message == ""
-    long = message.CheckInput(llm_pb2.CheckInputRequest(text="로라야 " * 40))
+    long = message.CheckInput(llm_pb2.CheckInputRequest(text=LONG_TEXT))
     assert not long.ok and long.tokens > 48 and "혜나" in long.message
 
 
