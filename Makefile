@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-test redis test run bench-deps proto
+.PHONY: install install-test system-deps test run bench-deps proto
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -20,12 +20,15 @@ install-test: $(PY)
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e ".[test]"
 
-# A real Redis server binary (Debian's), used by the gateway tests.
-redis:
-	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+# Debian packages the tests use: a real Redis server, and a virtual display (Xvfb) plus xdotool
+# to check the chat client's face window.
+SYSTEM_TOOLS := redis-server:redis-server Xvfb:xvfb xdotool:xdotool
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 	@redis-server --version
 
-test: install-test redis
+test: install-test system-deps
 	$(PY) -m pytest
 
 run: install

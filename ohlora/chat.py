@@ -1,8 +1,9 @@
 """`ohlora chat`: the terminal client, with the original's prompt, reply line and farewell.
 
 The reply prints as it streams; a rejected attempt is wiped from the line. The face is
-shown after each answer as coloured half-block art (or inline in kitty / iTerm2, or written
-to a file), from a Watch stream running in the background.
+shown live in a window when a display is available; otherwise after each answer as coloured
+half-block art (or inline in kitty / iTerm2), and/or kept in a file; frames come from a Watch
+stream running in the background.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import base64
 import io
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable
@@ -68,9 +72,21 @@ def inline_image(png: bytes, terminal: str) -> str:
     return "".join(out)
 
 
+def window_available() -> bool:
+    if not os.environ.get("DISPLAY"):
+        return False
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def choose_view(requested: str, stream: object) -> str:
     if requested != "auto":
         return requested
+    if window_available():
+        return "window"
     if not getattr(stream, "isatty", lambda: False)():
         return "none"
     if os.environ.get("TERM") == "xterm-kitty":
@@ -78,6 +94,11 @@ def choose_view(requested: str, stream: object) -> str:
     if os.environ.get("TERM_PROGRAM") == "iTerm.app":
         return "iterm"
     return "halfblock"
+
+
+def block_interrupts() -> None:
+    """In helper threads: let Ctrl+C reach the main thread, which is waiting in input()."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 @dataclass
@@ -95,6 +116,7 @@ class FaceFeed:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
+        block_interrupts()
         try:
             for frame in self.call:
                 self.latest = frame.image
@@ -111,6 +133,21 @@ class FaceFeed:
         self.call.cancel()
 
 
+class FaceWindow:
+    """The live face in a window: a viewer process shows the PNG file the feed keeps current."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "ohlora.face_window", self.path])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+
 class ChatClient:
     def __init__(self, stub: gateway_pb2_grpc.GatewayStub, metadata: tuple[tuple[str, str], ...],
                  out: Callable[[str], None], view: str) -> None:
@@ -121,7 +158,7 @@ class ChatClient:
         self.face: FaceFeed | None = None
 
     def show_face(self) -> None:
-        if self.face is None or self.face.latest is None or self.view in ("none", "file"):
+        if self.face is None or self.face.latest is None or self.view in ("none", "file", "window"):
             return
         if self.view == "halfblock":
             self.out(half_blocks(Image.open(io.BytesIO(self.face.latest))) + "\n")
@@ -209,12 +246,18 @@ def run_chat(address: str, user: str, token: str | None, face: int | None, view:
     channel = grpc.insecure_channel(address)
     stub = gateway_pb2_grpc.GatewayStub(channel)
     client = ChatClient(stub, metadata, out, choose_view(view, sys.stdout))
+    window: FaceWindow | None = None
     try:
         grpc.channel_ready_future(channel).result(timeout=15)
         client.choose_face(face)
+        if client.view == "window" and not face_file:
+            face_file = os.path.join(tempfile.mkdtemp(prefix="ohlora-face-"), "face.png")
         if client.view != "none" or face_file:
             client.face = FaceFeed(stub, metadata, face_file)
             client.face.start()
+        if client.view == "window":
+            window = FaceWindow(face_file)
+            window.start()
         while True:
             text = input("\n" + PROMPT)
             if text.startswith("/"):
@@ -231,6 +274,8 @@ def run_chat(address: str, user: str, token: str | None, face: int | None, view:
         out(f"error : {exc.code().name}: {safe(exc.details() or '')}\n")
         return 1
     finally:
+        if window is not None:
+            window.stop()
         if client.face is not None:
             client.face.stop()
         channel.close()

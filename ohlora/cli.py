@@ -158,7 +158,7 @@ def chat(
     user: Annotated[str, typer.Option(help="Your user id (auth off).", envvar="OHLORA_USER")] = "local",
     token: Annotated[Optional[str], typer.Option(help="Bearer token (auth on).", envvar="OHLORA_TOKEN")] = None,
     face: Annotated[Optional[int], typer.Option("--face", help="Face number, like the original's -ohlora_no.")] = None,
-    view: Annotated[str, typer.Option(help="auto, halfblock, kitty, iterm, file or none.")] = "auto",
+    view: Annotated[str, typer.Option(help="auto, window, halfblock, kitty, iterm, file or none.")] = "auto",
     face_file: Annotated[Optional[str], typer.Option(help="Also keep the latest face frame in this PNG file.")] = None,
 ) -> None:
     """Talk to Oh-LoRA in the terminal."""

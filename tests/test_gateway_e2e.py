@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pexpect
 import pytest
 
@@ -238,3 +239,50 @@ def test_turns_of_one_user_are_serialised_across_replicas(stack):
     assert [t.user_text for t in log] == ["나 내일 시험이야", "로라야 나 떨려"]
     assert log[1].started >= log[0].ended, "the second turn starts after the first has settled"
     assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려"
+
+
+def test_the_face_shows_in_a_window_when_a_display_is_available(stack):
+    import shutil
+    import subprocess
+
+    from PIL import ImageGrab
+
+    if shutil.which("Xvfb") is None or shutil.which("xdotool") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Xvfb and xdotool are needed (make system-deps)")
+        pytest.skip("Xvfb or xdotool missing")
+    display = f":{free_port() % 500 + 100}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "DISPLAY": display, "TERM": "xterm-256color"}
+    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", stack.main.address, "--user", "mia"],
+                          env=env, encoding="utf-8", timeout=90)
+    try:
+        child.expect_exact(PROMPT)
+        window = ""
+        for _ in range(100):
+            found = subprocess.run(["xdotool", "search", "--name", "^Oh-LoRA$"], env=env, capture_output=True, text=True)
+            window = found.stdout.strip()
+            if window:
+                break
+            time.sleep(0.1)
+        assert window, "a window titled Oh-LoRA appears"
+        geometry = subprocess.run(["xdotool", "getwindowgeometry", window.splitlines()[0]], env=env,
+                                  capture_output=True, text=True).stdout
+        assert "512x512" in geometry, geometry
+        time.sleep(1.0)
+        first = ImageGrab.grab(xdisplay=display)
+        child.sendline("로라야 안녕")
+        child.expect_exact(SPEAKER)
+        child.expect_exact(PROMPT)
+        time.sleep(1.0)
+        second = ImageGrab.grab(xdisplay=display)
+        colours = len(np.unique(np.asarray(first).reshape(-1, 3), axis=0))
+        first.save(Path(stack.root) / "window.png")
+        assert colours > 50, "the window shows a drawn face, not a blank area"
+        assert first.tobytes() != second.tobytes(), "the face moves"
+        child.sendintr()
+        child.expect_exact(FAREWELL)
+    finally:
+        child.close(force=True)
+        xvfb.terminate()

@@ -44,6 +44,12 @@ class _Call:
         if isinstance(exc, OhloraError):
             self.finish(exc.code)
             await self.context.abort(exc.code, str(exc))
+        if isinstance(exc, grpc.aio.AioRpcError):  # a downstream service's status passes through
+            self.finish(exc.code())
+            await self.context.abort(exc.code(), f"a downstream service failed: {exc.details()}")
+        if type(exc).__module__.startswith("redis"):
+            self.finish(grpc.StatusCode.UNAVAILABLE)
+            await self.context.abort(grpc.StatusCode.UNAVAILABLE, f"the memory store (Redis) is unreachable: {exc}")
         log.exception("unhandled error in %s", self.method)
         self.finish(grpc.StatusCode.INTERNAL)
         await self.context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
