@@ -53,3 +53,16 @@ def test_full_queue_answers_resource_exhausted_and_recovers(start_service, tiny_
     assert "RESOURCE_EXHAUSTED" in codes and "OK" in codes
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
     assert reply(99) == "OK", "the server keeps serving once the queue drains"
+
+
+def test_message_size_limit_is_enforced(start_service, tiny_config):
+    handle = start_service("serve", "llm_pose", "--config", str(tiny_config), env={"OHLORA_SERVER__MAX_MESSAGE_BYTES": "4096"})
+    handle.wait_serving()
+    pose = llm_pb2_grpc.PoseServiceStub(grpc.insecure_channel(handle.address))
+    try:
+        pose.DecideExpression(llm_pb2.PoseRequest(reply="가" * 3000), timeout=30)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    else:
+        raise AssertionError("a 9 KB request must be refused by a 4 KB limit")
+    assert pose.DecideExpression(llm_pb2.PoseRequest(reply=" 좋아!"), timeout=60).eyes_text
