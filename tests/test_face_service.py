@@ -113,3 +113,21 @@ def test_a_bad_checkpoint_stops_the_service_with_the_key_named(start_service, tm
     })
     assert handle.proc.wait(120) != 0
     assert "lacks key 'synthesis.layer3.apply_noise.weight'" in handle.log()
+
+
+def test_faces_command_writes_the_contact_sheet_and_grid(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ohlora.cli", "faces", "--out", str(tmp_path), "--face", "4"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sheet = Image.open(tmp_path / "faces.png")
+    grid = Image.open(tmp_path / "face-4-expressions.png")
+    assert sheet.size == (6 * 128, 128 + 16)
+    assert grid.size == (4 * (4 * 128) + 3 * 8, 4 * (128 + 16))
+    cells = [np.asarray(grid.crop((x * 128, 0, x * 128 + 128, 128))) for x in range(4)]
+    assert len({c.tobytes() for c in cells}) == 4, "each mouth weight gives a different face"
+    bad = subprocess.run([sys.executable, "-m", "ohlora.cli", "faces", "--out", str(tmp_path), "--face", "77"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "face 77 is unknown" in bad.stderr

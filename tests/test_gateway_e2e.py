@@ -91,6 +91,8 @@ def test_without_a_memory_the_summary_carries_over(stack):
     first, second = turns(stack.main, "bob")
     assert first.memory_written == "" and first.summary
     assert second.final_input == f"(오로라 답변 요약) {first.summary} (사용자 질문) 로라야 뭐 해?"
+    list(stub.Chat(gateway_pb2.ChatRequest(text="로라야 뭐 해?"), metadata=md("bob2")))
+    assert turns(stack.main, "bob2")[0].final_input == "로라야 뭐 해?", "another user never gets bob's summary"
 
 
 def test_memory_file_round_trip_and_users_are_isolated(stack):

@@ -106,3 +106,14 @@ def test_bad_checkpoints_are_refused_naming_the_key(reference, change, message):
     with pytest.raises(CheckpointError) as info:
         load_strict(StyleGANGenerator(generator.config), broken)
     assert message in str(info.value)
+
+
+def test_bfloat16_rendering_stays_close(reference, tmp_path):
+    generator, state, ref = reference
+    vectors = {("eyes", "hhh"): ref["v_eyes"], ("mouth", "hhh"): ref["v_mouth"], ("pose", "hhh"): ref["v_pose"]}
+    write_face_data(tmp_path, np.concatenate([ref["z"], ref["label"]], axis=1), [127, 672, 709], ["hhh"] * 3, vectors)
+    half = StyleGANGenerator(generator.config)
+    load_strict(half, state)
+    renderer = StyleGANRenderer(half, FaceBank.load(tmp_path), torch.device("cpu"), torch.bfloat16)
+    frame = renderer.render(709, np.array([ref["edit_weights_eyes_mouth_pose"]]))[0].astype(int)
+    assert np.abs(frame - ref["image_edit_uint8"][2]).mean() < 6, "bf16 stays near the float32 reference"

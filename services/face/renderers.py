@@ -55,11 +55,14 @@ class StyleGANRenderer:
     @classmethod
     def load(cls, settings: FaceSettings) -> "StyleGANRenderer":
         device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        if device.type == "cpu" and dtype == torch.float16:
+            raise ValueError("face.dtype float16 on a CPU is extremely slow (minutes per frame); use float32 or bfloat16")
         generator = StyleGANGenerator()
         state = torch.load(settings.checkpoint, map_location="cpu", weights_only=True)
         load_strict(generator, state)
         bank = FaceBank.load(Path(settings.face_data))
-        return cls(generator, bank, device, resolve_dtype(settings.dtype, device), settings.cpu_chunk_elements)
+        return cls(generator, bank, device, dtype, settings.cpu_chunk_elements)
 
     def face_ids(self) -> list[int]:
         return [f.ohlora_no for f in self.bank.faces]

@@ -172,9 +172,11 @@ class SynthesisLayer(nn.Module):
                 x = self.blur(x)
         x = self.apply_noise(x)
         x = F.leaky_relu(x + self.bias.view(1, -1, 1, 1), LRELU_SLOPE)
+        dtype = x.dtype
+        x = x.float()  # instance norm in float32: x² overflows float16
         x = x - torch.mean(x, dim=(2, 3), keepdim=True)
         x = x / torch.sqrt(torch.mean(x * x, dim=(2, 3), keepdim=True) + EPS)
-        return self.style(x, w)
+        return self.style(x.to(dtype), w)
 
 
 class ToRGB(nn.Module):
