@@ -72,6 +72,8 @@ def status_code(exc: BaseException) -> grpc.StatusCode:
         return exc.code()
     if isinstance(exc, OhloraError):
         return exc.code
+    if type(exc).__module__.startswith("redis"):
+        return grpc.StatusCode.UNAVAILABLE
     return grpc.StatusCode.INTERNAL
 
 
@@ -131,7 +133,7 @@ class TurnRunner:
                     error(status_code(exc), str(exc) if isinstance(exc, OhloraError) else f"the turn failed: {describe(exc)}")
                 finally:
                     await self.store.end_turn(uid, turn_id, record.__dict__)
-        except Exception as exc:  # lock or store trouble: nothing was done
+        except Exception as exc:  # the lock or the store failed: the user hears why
             log.warning("turn not started: %s", describe(exc))
             error(status_code(exc), str(exc) if isinstance(exc, OhloraError) else f"could not start the turn: {describe(exc)}")
         finally:
