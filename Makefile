@@ -31,7 +31,7 @@ system-deps:
 test: install-test system-deps
 	$(PY) -m pytest
 
-run: install
+run: install system-deps
 	$(VENV)/bin/ohlora demo
 
 bench-deps: install

@@ -8,7 +8,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -211,7 +212,8 @@ class GatewayHost:
         return ServiceBinding(SERVICE_NAME, lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(_Delegate(self), server))
 
 
-def _delegate(name: str):
+def _delegate(name: str) -> Callable[..., Any]:
+    """Forwards one RPC to the servicer that load() creates (UNAVAILABLE until then)."""
     method = getattr(GatewayServicer, name)
     if name in ("Chat", "Watch"):
         async def stream(self: "_Delegate", request, context):
@@ -225,6 +227,9 @@ def _delegate(name: str):
 
 
 class _Delegate(gateway_pb2_grpc.GatewayServicer):
+    """What is registered on the server: it exists before Redis and the channels do (they must be made
+    inside the running event loop), and hands every call to the host's servicer once it is ready."""
+
     def __init__(self, host: GatewayHost) -> None:
         self.host = host
 
