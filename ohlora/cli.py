@@ -244,6 +244,17 @@ def memory_export(gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "loca
 
 
 @app.command()
+def doctor(
+    config: ConfigOpt = None,
+    gateway: Annotated[str, typer.Option(help="Gateway address to check.")] = "127.0.0.1:50051",
+) -> None:
+    """Check Python, torch and GPUs, the configured models, Redis and every service; print a fix for each problem."""
+    from ohlora.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(settings_or_exit(config), gateway, echo=typer.echo))
+
+
+@app.command()
 def demo(
     config: ConfigOpt = None,
     text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="A user turn (repeatable).")] = None,

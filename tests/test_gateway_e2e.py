@@ -347,3 +347,33 @@ def test_idempotent_calls_are_retried_on_unavailable(stack):
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_doctor_reports_a_healthy_stack_and_names_fixes(stack, tmp_path):
+    import subprocess
+
+    env = {
+        **os.environ,
+        "OHLORA_GATEWAY__REDIS_URL": stack.redis.url,
+        "OHLORA_GATEWAY__MESSAGE_ADDRESS": stack.fast.address,
+        "OHLORA_GATEWAY__POSE_ADDRESS": stack.fast.address,
+        "OHLORA_GATEWAY__MEMORY_ADDRESS": stack.background.address,
+        "OHLORA_GATEWAY__SUMMARY_ADDRESS": stack.background.address,
+        "OHLORA_GATEWAY__FACE_ADDRESS": stack.face.address,
+    }
+    cmd = [sys.executable, "-m", "ohlora.cli", "doctor", "--config", str(stack.config), "--gateway", stack.main.address]
+    healthy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert healthy.returncode == 0, healthy.stdout
+    assert "all good" in healthy.stdout and "redis" in healthy.stdout and "message service" in healthy.stdout
+
+    dead = f"127.0.0.1:{free_port()}"
+    broken_config = tmp_path / "broken.toml"
+    broken_config.write_text('[llm]\nbase_model = "/nowhere/base"\n[llm.tasks.message]\n')
+    env.update({"OHLORA_GATEWAY__REDIS_URL": f"redis://{dead}/0", "OHLORA_GATEWAY__FACE_ADDRESS": dead})
+    broken = subprocess.run([*cmd[:5], str(broken_config), *cmd[6:]], env=env, capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 1
+    out = broken.stdout
+    assert "/nowhere/base does not exist" in out and "fix: start Redis" in out
+    assert f"nothing answers at {dead}: start it (`ohlora serve face`)" in out
+    assert "250502_OhLoRA_LLM_SBERT is a hub id and is not downloaded here" in out
+    assert "4 problems found" in out
