@@ -243,6 +243,37 @@ def memory_export(gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "loca
     sys.stdout.write(_memory_call("ExportMemories", gateway_pb2.ExportMemoriesRequest(), gateway, user, token).content)
 
 
+DataOpt = Annotated[Path, typer.Option(help="Folder for Redis data, logs and prepared models.")]
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    data: DataOpt = Path.home() / ".local" / "share" / "ohlora",
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 50051,
+    detach: Annotated[bool, typer.Option(help="Leave everything running in the background.")] = False,
+    background: Annotated[bool, typer.Option(hidden=True, help="Internal: the detached supervisor itself.")] = False,
+    user: Annotated[str, typer.Option(help="Your user id.", envvar="OHLORA_USER")] = "local",
+    face: Annotated[Optional[int], typer.Option("--face", help="Face number, like the original's -ohlora_no.")] = None,
+    view: Annotated[str, typer.Option(help="auto, window, halfblock, kitty, iterm, file or none.")] = "auto",
+) -> None:
+    """Start Redis, the model services and the gateway (supervised), then chat; leaving the chat stops them."""
+    from ohlora.up import run_up, start_detached
+
+    if detach:
+        raise typer.Exit(start_detached(config, data, port))
+    chat = dict(user=user, token=None, face=face, view=view, face_file=None)
+    raise typer.Exit(run_up(config, data, port, background, chat))
+
+
+@app.command()
+def down(data: DataOpt = Path.home() / ".local" / "share" / "ohlora") -> None:
+    """Stop what `ohlora up --detach` started."""
+    from ohlora.up import run_down
+
+    raise typer.Exit(run_down(data))
+
+
 @app.command()
 def doctor(
     config: ConfigOpt = None,

@@ -1,0 +1,166 @@
+"""`ohlora up`: the whole system on this machine, supervised, then the chat.
+
+Starts Redis (AOF on, in the data folder), the model services and the gateway as
+supervised processes: started in health order, each in its own session (Ctrl+C in the
+chat does not reach them), logs in <data>/logs, restarted when they die. Then opens
+`ohlora chat` on the gateway; leaving the chat stops everything. `--detach` leaves it
+running in the background (`ohlora down` stops it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ohlora.client import free_port, health_status
+from ohlora.redis_server import RedisServer
+
+PID_FILE = "up.json"
+
+
+@dataclass
+class Supervised:
+    name: str
+    args: list[str]
+    address: str
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+
+class Supervisor:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.logs = data / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.services: list[Supervised] = []
+        self.stopping = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def spawn(self, svc: Supervised) -> None:
+        log = open(self.logs / f"{svc.name}.log", "ab")
+        svc.proc = subprocess.Popen(
+            [sys.executable, "-m", "ohlora.cli", *svc.args], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **svc.env}, start_new_session=True,
+        )
+
+    def start(self, groups: list[list[Supervised]], timeout: float = 600.0) -> None:
+        """Starts each group once the previous one is healthy."""
+        for group in groups:
+            for svc in group:
+                self.services.append(svc)
+                self.spawn(svc)
+            deadline = time.monotonic() + timeout
+            for svc in group:
+                while health_status(svc.address) != "SERVING":
+                    if svc.proc is not None and svc.proc.poll() is not None:
+                        raise RuntimeError(f"{svc.name} exited with {svc.proc.returncode}; see {self.logs / svc.name}.log")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{svc.name} not healthy after {timeout:.0f} s; see {self.logs / svc.name}.log")
+                    time.sleep(0.1)
+        self._watch = threading.Thread(target=self._restart_dead, daemon=True)
+        self._watch.start()
+
+    def _restart_dead(self) -> None:
+        while not self.stopping.wait(0.5):
+            for svc in self.services:
+                if svc.proc is not None and svc.proc.poll() is not None and not self.stopping.is_set():
+                    svc.restarts += 1
+                    with open(self.logs / "supervisor.log", "a") as fh:
+                        fh.write(f"{time.strftime('%H:%M:%S')} {svc.name} exited ({svc.proc.returncode}); restart {svc.restarts}\n")
+                    time.sleep(min(5.0, 0.5 * svc.restarts))
+                    self.spawn(svc)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for svc in reversed(self.services):
+            if svc.proc is not None and svc.proc.poll() is None:
+                svc.proc.terminate()
+        for svc in reversed(self.services):
+            if svc.proc is not None:
+                try:
+                    svc.proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    svc.proc.kill()
+
+    def pids(self) -> dict[str, int]:
+        return {s.name: s.proc.pid for s in self.services if s.proc is not None}
+
+
+def tiny_config(data: Path) -> Path:
+    """The interim offline preset: tiny models fine-tuned once on a few examples (until `mini` lands)."""
+    config = data / "models" / "tiny" / "ohlora.toml"
+    if not config.exists():
+        from ohlora.tiny import build_tiny_preset
+
+        print("preparing the tiny preset (once, ~15 s) ...", flush=True)
+        preset = build_tiny_preset(config.parent, trained=True)
+        config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
+    return config
+
+
+def run_up(config: Path | None, data: Path, port: int, detach: bool, chat_args: dict) -> int:
+    data.mkdir(parents=True, exist_ok=True)
+    config = config or tiny_config(data)
+    redis = RedisServer(data / "redis", free_port()).start()
+    supervisor = Supervisor(data)
+    llm_port, face_port = free_port(), free_port()
+    llm_address, face_address = f"127.0.0.1:{llm_port}", f"127.0.0.1:{face_port}"
+    gateway_env = {"OHLORA_GATEWAY__REDIS_URL": redis.url, "OHLORA_GATEWAY__FACE_ADDRESS": face_address,
+                   **{f"OHLORA_GATEWAY__{t}_ADDRESS": llm_address for t in ("MESSAGE", "MEMORY", "SUMMARY", "POSE")}}
+    gateway_address = f"127.0.0.1:{port}"
+    try:
+        print("starting the model services ...", flush=True)
+        supervisor.start([
+            [Supervised("llm", ["serve", "llm", "--config", str(config), "--port", str(llm_port)], llm_address),
+             Supervised("face", ["serve", "face", "--config", str(config), "--port", str(face_port)], face_address)],
+            [Supervised("gateway", ["serve", "gateway", "--port", str(port)], gateway_address, gateway_env)],
+        ])
+        (data / PID_FILE).write_text(json.dumps({"supervisor": os.getpid(), "redis": redis.proc.pid, **supervisor.pids()}))
+        print(f"Oh-LoRA is up: gateway {gateway_address}, logs in {supervisor.logs}", flush=True)
+        if detach:
+            signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
+            supervisor.stopping.wait()
+            return 0
+        from ohlora.chat import run_chat
+
+        return run_chat(gateway_address, **chat_args)
+    finally:
+        supervisor.stop()
+        redis.stop()
+        (data / PID_FILE).unlink(missing_ok=True)
+
+
+def start_detached(config: Path | None, data: Path, port: int, timeout: float = 900.0) -> int:
+    """Runs the supervisor in its own session, waits until the gateway serves, and returns."""
+    args = [sys.executable, "-m", "ohlora.cli", "up", "--background", "--data", str(data), "--port", str(port)]
+    if config is not None:
+        args += ["--config", str(config)]
+    data.mkdir(parents=True, exist_ok=True)
+    log = data / "up.log"
+    proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while health_status(f"127.0.0.1:{port}") != "SERVING":
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print(f"Oh-LoRA did not start; see {log}")
+            return 1
+        time.sleep(0.2)
+    print(f"Oh-LoRA is running in the background: `ohlora chat --gateway 127.0.0.1:{port}`; stop it with `ohlora down`")
+    return 0
+
+
+def run_down(data: Path) -> int:
+    path = data / PID_FILE
+    if not path.exists():
+        print(f"nothing is running from {data}")
+        return 1
+    os.kill(json.loads(path.read_text())["supervisor"], signal.SIGTERM)
+    print("stopping Oh-LoRA ...")
+    return 0
