@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ohlora.config import TASK_NAMES
+
+if TYPE_CHECKING:
+    from ohlora.config import Settings
+    from ohlora.v1.gateway_pb2_grpc import GatewayStub
 
 app = typer.Typer(
     help="Oh-LoRA services: a Korean virtual-human companion as gRPC microservices.", no_args_is_help=True, rich_markup_mode=None
@@ -20,7 +24,7 @@ PortOpt = Annotated[Optional[int], typer.Option(help="Port to listen on (overrid
 HostOpt = Annotated[Optional[str], typer.Option(help="Address to bind (overrides config).")]
 
 
-def settings_or_exit(config: Path | None, host: str | None = None, port: int | None = None):
+def settings_or_exit(config: Path | None, host: str | None = None, port: int | None = None) -> "Settings":
     """Loads the settings; a bad config ends the command with its message and exit code 2."""
     from ohlora.config import load_settings
     from ohlora.errors import ConfigError
@@ -176,7 +180,7 @@ UserOpt = Annotated[str, typer.Option(help="User id (auth off).", envvar="OHLORA
 TokenOpt = Annotated[Optional[str], typer.Option(help="Bearer token (auth on).", envvar="OHLORA_TOKEN")]
 
 
-def _gateway(address: str, user: str, token: str | None):
+def _gateway(address: str, user: str, token: str | None) -> tuple["GatewayStub", tuple[tuple[str, str], ...]]:
     import grpc
 
     from ohlora.chat import call_metadata

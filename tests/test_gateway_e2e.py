@@ -377,3 +377,45 @@ def test_doctor_reports_a_healthy_stack_and_names_fixes(stack, tmp_path):
     assert f"nothing answers at {dead}: start it (`ohlora serve face`)" in out
     assert "250502_OhLoRA_LLM_SBERT is a hub id and is not downloaded here" in out
     assert "4 problems found" in out
+
+
+def test_slash_commands_and_other_face_views(stack, tmp_path):
+    face_file = tmp_path / "face.png"
+    env = {**os.environ, "TERM": "xterm-kitty", "PYTHONUNBUFFERED": "1"}
+    env.pop("DISPLAY", None)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", stack.main.address, "--user", "olga", "--face", "3",
+                         "--face-file", str(face_file)],
+        env=env, encoding="utf-8", timeout=90, dimensions=(60, 120),
+    )
+    try:
+        child.expect_exact("Oh-LoRA face: case No. 3")
+        child.expect_exact(PROMPT)
+        child.sendline("/help")
+        child.expect_exact("/memory add [key: value]")
+        child.sendline("/memory add [좋아하는 색: 보라]")
+        child.expect(r"remembered \[좋아하는 색: 보라\] \(([0-9a-f]+)\)")
+        memory_id = child.match.group(1)
+        child.sendline("/memory list")
+        child.expect_exact(f"{memory_id}  [좋아하는 색: 보라]")
+        child.sendline("/memory export")
+        child.expect_exact("[좋아하는 색: 보라]")
+        child.sendline(f"/memory forget {memory_id}")
+        child.expect_exact("forgotten")
+        child.sendline("/memory list")
+        child.expect_exact("(no memories yet)")
+        child.sendline("/reset")
+        child.expect_exact("the summary of the last answer is forgotten")
+        child.sendline("/face 99")
+        child.expect(r"Oh-LoRA face vector selected randomly : case No\. \d")
+        child.sendline("/nonsense")
+        child.expect_exact("unknown command")
+        child.sendline("로라야 안녕")
+        child.expect_exact(SPEAKER)
+        child.expect_exact("\x1b_Ga=T,f=100,")  # the face inline, kitty graphics protocol
+        child.expect_exact(PROMPT)
+        child.sendintr()
+        child.expect_exact(FAREWELL)
+    finally:
+        child.close(force=True)
+    assert face_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "the latest frame is kept in the file"
