@@ -278,6 +278,41 @@ def down(data: DataOpt = Path.home() / ".local" / "share" / "ohlora") -> None:
     raise typer.Exit(run_down(data))
 
 
+models_app = typer.Typer(help="Model weights: download the original's, verified and resumable.", no_args_is_help=True,
+                         rich_markup_mode=None)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("pull")
+def models_pull(
+    preset: Annotated[str, typer.Option(help="Only ohlora-v2 (the original's weights) is downloadable.")] = "ohlora-v2",
+    dir: Annotated[Path, typer.Option("--dir", help="Models folder.")] = Path.home() / ".local" / "share" / "ohlora" / "models",
+    hub_endpoint: Annotated[Optional[str], typer.Option(help="Hugging Face endpoint or mirror (else HF_ENDPOINT).")] = None,
+    github_api: Annotated[Optional[str], typer.Option(help="GitHub API endpoint or mirror.")] = None,
+    github_raw: Annotated[Optional[str], typer.Option(help="GitHub raw-file endpoint or mirror.")] = None,
+) -> None:
+    """Download the base model, four adapters, S-BERT, StyleGAN checkpoint and face data; verify; install."""
+    import httpx
+
+    from ohlora.pull import Endpoints, PullError, ohlora_v2_config, pull, write_manifest
+
+    if preset != "ohlora-v2":
+        typer.echo(f"error: preset {preset!r} has nothing to download (tiny and mini are built locally)", err=True)
+        raise typer.Exit(2)
+    ends = Endpoints()
+    ends.hub, ends.github_api, ends.github_raw = hub_endpoint or ends.hub, github_api or ends.github_api, github_raw or ends.github_raw
+    try:
+        installed = pull(dir, ends=ends, echo=typer.echo)
+    except (PullError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        typer.echo("partial downloads are kept in the .partial folder; running the command again resumes them", err=True)
+        raise typer.Exit(1) from exc
+    config = dir / "ohlora-v2.toml"
+    config.write_text(ohlora_v2_config(dir))
+    typer.echo(f"manifest: {write_manifest(dir, installed)}")
+    typer.echo(f"config:   {config}  (use with `ohlora up --config {config}`)")
+
+
 @app.command()
 def doctor(
     config: ConfigOpt = None,
