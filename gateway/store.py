@@ -14,14 +14,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
+import grpc
 import numpy as np
 import redis.asyncio as aioredis
 
 from gateway.keys import SCHEMA_VERSION, Keys
 from ohlora.errors import OhloraError
 from services.llm_memory.task import Fact
-
-import grpc
 
 
 class StoreError(OhloraError):
