@@ -25,7 +25,7 @@ import numpy as np
 from gateway.downstream import Downstream
 from gateway.store import RedisStore, squash
 from ohlora.config import GatewaySettings
-from ohlora.errors import InvalidInput, OhloraError
+from ohlora.errors import InvalidInput, status_for
 from ohlora.v1 import common_pb2, face_pb2, gateway_pb2, llm_pb2
 from services.llm_memory.task import Fact
 from services.llm_pose.task import NEUTRAL, ExpressionWords, draw_weights
@@ -67,16 +67,6 @@ class Stopwatch:
         return round((time.perf_counter() - self.start) * 1000, 1)
 
 
-def status_code(exc: BaseException) -> grpc.StatusCode:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code()
-    if isinstance(exc, OhloraError):
-        return exc.code
-    if type(exc).__module__.startswith("redis"):
-        return grpc.StatusCode.UNAVAILABLE
-    return grpc.StatusCode.INTERNAL
-
-
 def describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
@@ -116,7 +106,8 @@ class TurnRunner:
         def event(**kind: object) -> None:
             emit(gateway_pb2.ChatEvent(turn_id=turn_id, **kind))
 
-        def error(code: grpc.StatusCode, message: str) -> None:
+        def error(exc: BaseException) -> None:
+            code, message = status_for(exc)
             event(error=gateway_pb2.ChatError(code=code.value[0], message=message))
 
         record = TurnRecord()
@@ -130,12 +121,12 @@ class TurnRunner:
                     record.status = "error"
                     record.errors.append(describe(exc))
                     log.warning("turn failed: %s", describe(exc))
-                    error(status_code(exc), str(exc) if isinstance(exc, OhloraError) else f"the turn failed: {describe(exc)}")
+                    error(exc)
                 finally:
                     await self.store.end_turn(uid, turn_id, record.__dict__)
         except Exception as exc:  # the lock or the store failed: the user hears why
             log.warning("turn not started: %s", describe(exc))
-            error(status_code(exc), str(exc) if isinstance(exc, OhloraError) else f"could not start the turn: {describe(exc)}")
+            error(exc)
         finally:
             emit(None)
 

@@ -33,3 +33,18 @@ class ConfigError(Exception):
 
 class AlreadyExists(OhloraError):
     code = grpc.StatusCode.ALREADY_EXISTS
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and the caller-facing message for any exception, decided in one place.
+
+    Our own errors carry their code; a downstream service's status passes through; an
+    unreachable Redis is UNAVAILABLE; anything else is INTERNAL.
+    """
+    if isinstance(exc, OhloraError):
+        return exc.code, str(exc)
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code(), f"a downstream service failed ({exc.code().name}): {exc.details()}"
+    if type(exc).__module__.startswith("redis"):
+        return grpc.StatusCode.UNAVAILABLE, f"the memory store (Redis) is unreachable: {exc}"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

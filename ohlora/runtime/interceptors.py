@@ -1,7 +1,8 @@
 """One server interceptor for every service: request ids, logs, metrics, error → status.
 
-Servicers raise `OhloraError` subclasses; this is the only place that turns an
-exception into a gRPC status, so a servicer method is just "request in, reply out".
+Servicers raise `OhloraError` subclasses; this interceptor aborts the call with the status
+`ohlora.errors.status_for` picks (the gateway's turn uses the same function for its error
+events), so a servicer method is just "request in, reply out".
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from ohlora.errors import OhloraError
+from ohlora.errors import status_for
 from ohlora.runtime import metrics
 from ohlora.runtime.logging import request_id
 
@@ -41,18 +42,11 @@ class _Call:
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.rid),))
 
     async def fail(self, exc: BaseException) -> None:
-        if isinstance(exc, OhloraError):
-            self.finish(exc.code)
-            await self.context.abort(exc.code, str(exc))
-        if isinstance(exc, grpc.aio.AioRpcError):  # a downstream service's status passes through
-            self.finish(exc.code())
-            await self.context.abort(exc.code(), f"a downstream service failed: {exc.details()}")
-        if type(exc).__module__.startswith("redis"):
-            self.finish(grpc.StatusCode.UNAVAILABLE)
-            await self.context.abort(grpc.StatusCode.UNAVAILABLE, f"the memory store (Redis) is unreachable: {exc}")
-        log.exception("unhandled error in %s", self.method)
-        self.finish(grpc.StatusCode.INTERNAL)
-        await self.context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        code, message = status_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("unhandled error in %s", self.method)
+        self.finish(code)
+        await self.context.abort(code, message)
 
     def finish(self, code: grpc.StatusCode | None = None) -> None:
         code = code or self.context.code() or grpc.StatusCode.OK
