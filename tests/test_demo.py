@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 
-def test_demo_runs_the_whole_pipeline():
-    done = subprocess.run([sys.executable, "-m", "ohlora.cli", "demo"], capture_output=True, text=True, timeout=600)
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ohlora.cli", "demo", "--preset", "tiny", "--models", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert out.count("👱‍♀️ 오로라 : ") == 2

@@ -27,7 +27,7 @@ def test_up_supervises_and_chats(tmp_path):
     port = free_port()
     env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
-    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "up", "--data", str(tmp_path), "--port", str(port),
+    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "up", "--preset", "tiny", "--models", str(tmp_path / "models"), "--data", str(tmp_path), "--port", str(port),
                                            "--view", "none"], env=env, encoding="utf-8", timeout=300)
     try:
         child.expect("Oh-LoRA is up")
@@ -64,7 +64,7 @@ def test_detach_then_down(tmp_path):
 
     port = free_port()
     base = [sys.executable, "-m", "ohlora.cli"]
-    started = subprocess.run([*base, "up", "--detach", "--data", str(tmp_path), "--port", str(port)],
+    started = subprocess.run([*base, "up", "--detach", "--preset", "tiny", "--models", str(tmp_path / "models"), "--data", str(tmp_path), "--port", str(port)],
                              capture_output=True, text=True, timeout=600)
     assert started.returncode == 0, started.stdout + (tmp_path / "up.log").read_text()[-2000:]
     assert health_status(f"127.0.0.1:{port}") == "SERVING"
