@@ -253,9 +253,11 @@ ModelsOpt = Annotated[Optional[Path], typer.Option(help="Models folder (else $OH
 
 
 def preset_config_or_exit(config: Path | None, preset: str, models: Path | None) -> Path:
-    """An explicit --config wins; otherwise the preset's config, prepared first if needed."""
-    if config is not None:
-        return config
+    """An explicit --config (or OHLORA_CONFIG) wins; otherwise the preset's config, prepared first if needed."""
+    import os
+
+    if config is not None or os.environ.get("OHLORA_CONFIG"):
+        return config or Path(os.environ["OHLORA_CONFIG"])
     from ohlora.errors import ConfigError
     from ohlora.presets import preset_config
 
@@ -316,7 +318,7 @@ def models_prepare(
 @models_app.command("pull")
 def models_pull(
     preset: Annotated[str, typer.Option(help="Only ohlora-v2 (the original's weights) is downloadable.")] = "ohlora-v2",
-    dir: Annotated[Path, typer.Option("--dir", help="Models folder.")] = Path.home() / ".local" / "share" / "ohlora" / "models",
+    dir: Annotated[Optional[Path], typer.Option("--dir", help="Models folder (else $OHLORA_MODELS or ~/.local/share/ohlora/models).")] = None,
     hub_endpoint: Annotated[Optional[str], typer.Option(help="Hugging Face endpoint or mirror (else HF_ENDPOINT).")] = None,
     github_api: Annotated[Optional[str], typer.Option(help="GitHub API endpoint or mirror.")] = None,
     github_raw: Annotated[Optional[str], typer.Option(help="GitHub raw-file endpoint or mirror.")] = None,
@@ -326,6 +328,9 @@ def models_pull(
 
     from ohlora.pull import Endpoints, PullError, ohlora_v2_config, pull, write_manifest
 
+    from ohlora.presets import default_models_dir
+
+    dir = dir or default_models_dir()
     if preset != "ohlora-v2":
         typer.echo(f"error: preset {preset!r} has nothing to download (tiny and mini are built locally)", err=True)
         raise typer.Exit(2)
@@ -340,18 +345,40 @@ def models_pull(
     config = dir / "ohlora-v2.toml"
     config.write_text(ohlora_v2_config(dir))
     typer.echo(f"manifest: {write_manifest(dir, installed)}")
-    typer.echo(f"config:   {config}  (use with `ohlora up --config {config}`)")
+    typer.echo(f"config:   {config}  (used by `ohlora up --preset ohlora-v2 --models {dir}`)")
 
 
 @app.command()
 def doctor(
     config: ConfigOpt = None,
-    gateway: Annotated[str, typer.Option(help="Gateway address to check.")] = "127.0.0.1:50051",
+    gateway: Annotated[Optional[str], typer.Option(help="Gateway address to check (default: what `ohlora up` runs, else 127.0.0.1:50051).")] = None,
+    data: DataOpt = Path.home() / ".local" / "share" / "ohlora",
 ) -> None:
-    """Check Python, torch and GPUs, the configured models, Redis and every service; print a fix for each problem."""
-    from ohlora.doctor import run_doctor
+    """Check Python, torch and GPUs, the configured models, Redis and every service; print a fix for each problem.
 
-    raise typer.Exit(run_doctor(settings_or_exit(config), gateway, echo=typer.echo))
+    Without --config it checks what `ohlora up` is running from --data, else the mini preset.
+    """
+    import json
+    import os
+
+    from ohlora.doctor import run_doctor
+    from ohlora.presets import default_models_dir
+    from ohlora.presets.mini import MiniPreset
+    from ohlora.up import SERVICES_FILE
+
+    running = json.loads((data / SERVICES_FILE).read_text()) if (data / SERVICES_FILE).exists() else None
+    if config is None and running is not None:
+        config = Path(running["config"])
+    elif config is None and not os.environ.get("OHLORA_CONFIG") and MiniPreset(default_models_dir() / "mini").config.exists():
+        config = MiniPreset(default_models_dir() / "mini").config
+    settings = settings_or_exit(config)
+    if running is not None:
+        settings.gateway.redis_url = running["redis_url"]
+        for name in ("message", "memory", "summary", "pose", "face"):
+            setattr(settings.gateway, f"{name}_address", running[name])
+    address = gateway or (running["gateway"] if running else "127.0.0.1:50051")
+    typer.echo(f"config: {config or 'built-in defaults (the ohlora-v2 preset)'}")
+    raise typer.Exit(run_doctor(settings, address, echo=typer.echo))
 
 
 @app.command()

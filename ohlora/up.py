@@ -23,6 +23,8 @@ from ohlora.client import free_port, health_status
 from ohlora.redis_server import RedisServer
 
 PID_FILE = "up.json"
+# What is running where (config, Redis, every address), for `ohlora doctor` and other tools.
+SERVICES_FILE = "services.json"
 
 
 @dataclass
@@ -111,6 +113,9 @@ def run_up(config: Path, data: Path, port: int, detach: bool, chat_args: dict) -
             [Supervised("gateway", ["serve", "gateway", "--port", str(port)], gateway_address, gateway_env)],
         ])
         (data / PID_FILE).write_text(json.dumps({"supervisor": os.getpid(), "redis": redis.proc.pid, **supervisor.pids()}))
+        (data / SERVICES_FILE).write_text(json.dumps({
+            "config": str(config), "redis_url": redis.url, "gateway": gateway_address, "face": face_address,
+            **{task: llm_address for task in ("message", "memory", "summary", "pose")}}, indent=1))
         print(f"Oh-LoRA is up: gateway {gateway_address}, logs in {supervisor.logs}", flush=True)
         if detach:
             signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
@@ -123,6 +128,7 @@ def run_up(config: Path, data: Path, port: int, detach: bool, chat_args: dict) -
         supervisor.stop()
         redis.stop()
         (data / PID_FILE).unlink(missing_ok=True)
+        (data / SERVICES_FILE).unlink(missing_ok=True)
 
 
 def start_detached(config: Path, data: Path, port: int, timeout: float = 900.0) -> int:

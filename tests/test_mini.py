@@ -4,6 +4,7 @@ and the README's interactive path (`ohlora up`) chatting in Korean with a face, 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,9 @@ def test_up_on_mini_chats_in_korean_with_a_face(tmp_path, mini: MiniPreset):
             first = face_file.read_bytes()
             time.sleep(1.5)
             assert face_file.read_bytes() != first, "face frames keep arriving (idle motion between turns)"
+        doctor = subprocess.run([sys.executable, "-m", "ohlora.cli", "doctor", "--data", str(tmp_path)],
+                                capture_output=True, text=True, timeout=120)
+        assert doctor.returncode == 0 and "all good" in doctor.stdout, doctor.stdout
         child.sendintr()
         child.expect_exact(FAREWELL)
         child.expect(pexpect.EOF)

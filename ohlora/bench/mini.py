@@ -106,7 +106,7 @@ def mini_timing(quick: bool) -> SuiteResult:
     stack = LocalStack(Path(tempfile.mkdtemp(prefix="ohlora-bench-")), config)
     rows: list[list[object]] = []
     try:
-        stack.standard()
+        stack.consolidated()
         stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
         metadata = (("x-ohlora-user", "bench"),)
         for text in turns:
