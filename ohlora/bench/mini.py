@@ -38,6 +38,16 @@ def is_korean_reply(text: str) -> bool:
     return text != FALLBACK_REPLY and hangul_share(text) >= 0.6
 
 
+def copies_an_example(reply: str) -> bool:
+    """True when a reply reuses a clause of a few-shot example reply (the small model's main weakness)."""
+    import re
+
+    from services.llm_message.task import CHAT_EXAMPLES
+
+    clauses = {c.strip() for _, answer in CHAT_EXAMPLES for c in re.split(r"[!?.,😊]", answer) if len(c.strip()) >= 6}
+    return any(clause in reply for clause in clauses)
+
+
 async def _run_all(engine: LLMEngine, spec: TaskSpec, calls: list[dict[str, str]]) -> list[Finished]:
     generator = engine.for_adapter(None)
     return list(await asyncio.gather(*(complete_task(generator, spec, Dialect.CHAT, **fields) for fields in calls)))
@@ -84,6 +94,7 @@ async def _quality(quick: bool) -> SuiteResult:
             f"{n} Korean turns, Qwen2.5-Coder-0.5B-Instruct bf16 on CPU, chat dialect, tasks batched; {elapsed:.0f} s in all",
             f"memory: a fact for {sum(m.value is not None for m in with_fact)}/{len(with_fact)} turns that state one, "
             f"nothing for {sum(m.value is None and not m.stats.fallback for m in without_fact)}/{len(without_fact)} that do not",
+            f"replies reusing a clause of a few-shot example: {sum(copies_an_example(r.value) for r in replies)}/{n}",
             f"summaries: {sum(s.value is not None for s in summaries)}/{n}; replies that needed a retry: "
             f"{sum(r.stats.attempts > 1 for r in replies)}/{n}; reply fallbacks: {sum(r.stats.fallback for r in replies)}",
         ],
@@ -111,23 +122,28 @@ def mini_timing(quick: bool) -> SuiteResult:
         metadata = (("x-ohlora-user", "bench"),)
         for text in turns:
             started = time.perf_counter()
-            first = final = None
+            first = None
             reply = ""
+            stages: dict[str, float] = {}
             for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
                 kind = event.WhichOneof("kind")
                 if kind == "reply_delta" and first is None:
                     first = time.perf_counter() - started
                 elif kind == "reply_final":
                     reply = event.reply_final
+                elif kind == "timing":
+                    stages[event.timing.stage] = event.timing.ms / 1000
             final = time.perf_counter() - started
-            rows.append([text, reply, first if first is not None else float("nan"), final])
+            rows.append([text, reply, first if first is not None else float("nan"), stages.get("reply", float("nan")),
+                         stages.get("expression", float("nan")), final])
     finally:
         stack.close()
     firsts = [r[2] for r in rows if r[2] == r[2]]
     return SuiteResult(
-        columns=["user", "reply", "first text s", "turn s"],
+        columns=["user", "reply", "first text s", "reply done s", "expression s", "turn s"],
         rows=rows,
         results={"mini_first_token_s": statistics.median(firsts) if firsts else float("nan"),
-                 "mini_turn_s": statistics.median(r[3] for r in rows)},
-        notes=["median over turns; one consolidated LLM process for the four tasks, sketch face, this CPU"],
+                 "mini_turn_s": statistics.median(r[5] for r in rows)},
+        notes=["median over turns; one consolidated LLM process for the four tasks (as `ohlora up`), sketch face, "
+               "this CPU; a turn ends when the memory and summary are settled (the reply and expression come earlier)"],
     )

@@ -48,7 +48,7 @@ def _exchange(final_input: str, reply: str) -> str:
 CHAT_EXAMPLES: tuple[tuple[str, str], ...] = (
     (_exchange("너 MBTI 뭐야?", "나 ENTJ야! 계획 세우는 거 완전 좋아해"), "MBTI 는 ENTJ, 계획 세우기 좋아함"),
     (_exchange("주말에 뭐 하지?", "날씨 좋으면 한강에서 자전거 타는 거 어때?"), "주말에 한강 자전거 추천"),
-    (_exchange("나 내일 시험이야", "헐 진짜? 너라면 잘할 거야! 오늘은 일찍 자"), "시험 응원, 일찍 자라고 함"),
+    (_exchange("나 다음 주에 발표 있어", "오 발표? 넌 준비 잘하니까 분명 잘할 거야"), "발표 응원"),
 )
 
 
