@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ohlora.client import free_port, health_status
+from ohlora.client import die_with_parent, free_port, health_status
 from ohlora.redis_server import RedisServer
 
 PID_FILE = "up.json"
@@ -50,7 +50,7 @@ class Supervisor:
         log = open(self.logs / f"{svc.name}.log", "ab")
         svc.proc = subprocess.Popen(
             [sys.executable, "-m", "ohlora.cli", *svc.args], stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **svc.env}, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **svc.env}, start_new_session=True, preexec_fn=die_with_parent,
         )
 
     def start(self, groups: list[list[Supervised]], timeout: float = 600.0) -> None:

@@ -77,3 +77,21 @@ def test_detach_then_down(tmp_path):
     while (tmp_path / "up.json").exists():
         assert time.monotonic() < deadline, "and the supervisor cleans up"
         time.sleep(0.2)
+
+
+def test_children_die_with_a_killed_parent(tmp_path):
+    """A supervisor (or demo, or test) killed with SIGKILL leaves no Redis behind to share its AOF folder."""
+    import subprocess
+
+    script = ("import sys, time; from ohlora.client import free_port; from ohlora.redis_server import RedisServer; "
+              f"r = RedisServer(__import__('pathlib').Path({str(tmp_path)!r}), free_port()).start(); "
+              "print(r.proc.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    redis_pid = int(parent.stdout.readline())
+    assert alive(redis_pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(redis_pid):
+        assert time.monotonic() < deadline, "redis-server outlived its killed parent"
+        time.sleep(0.1)
