@@ -398,3 +398,15 @@ def test_kubernetes_variables_are_real_settings():
         env = workload["spec"]["template"]["spec"]["containers"][0]["env"]
         unknown = {e["name"] for e in env if e["name"].startswith("OHLORA_")} - known
         assert not unknown, f"{workload['metadata']['name']}: {unknown}"
+
+
+def test_kubernetes_runs_the_same_commands_as_the_compose_services_the_tests_execute():
+    """tests/test_deploy_commands.py runs each compose command; the cluster runs the very same ones."""
+    compose = compose_config(SINGLE_HOST)["services"]
+    for d in by_kind("Deployment"):
+        name = d["metadata"]["name"]
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert [*container["command"], *container["args"]] == [*compose[name]["entrypoint"], *compose[name]["command"]]
+        if name != "gateway":
+            assert env["OHLORA_SERVER__PORT"] == env_of(compose[name])["OHLORA_SERVER__PORT"], name
