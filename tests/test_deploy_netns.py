@@ -205,10 +205,12 @@ def stack(lab: Lab, tiny_config) -> str:
 
 
 def test_a_turn_crosses_every_host_and_face_calls_spread_over_both_replicas(lab, stack):
-    for n in range(4):
+    for n in range(8):  # each turn probes the face service once; round robin alternates once both are connected
         events = chat(stack, "netns-user", f"로라야 안녕 {n}")
         assert any(e.HasField("reply_final") for e in events) and not face_warnings(events), events
-    calls = {host: list_faces_calls(lab, host) for host in ("face-a", "face-b")}
+        calls = {host: list_faces_calls(lab, host) for host in ("face-a", "face-b")}
+        if n >= 3 and all(count >= 1 for count in calls.values()):
+            break
     assert all(count >= 1 for count in calls.values()), f"round_robin over the name `face` reaches both replicas: {calls}"
 
 

@@ -75,3 +75,11 @@ def test_health_over_mutual_tls_needs_the_right_certificate(start_service, tmp_p
 def test_gateway_settings_carry_no_tls_by_default():
     settings = GatewaySettings()
     assert (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file) == (None, None, None)
+
+
+def test_a_maximum_connection_age_makes_clients_reconnect_and_re_resolve():
+    from ohlora.runtime.server import server_options
+
+    options = dict(server_options(ServerSettings(max_connection_age_seconds=300)))
+    assert options["grpc.max_connection_age_ms"] == 300_000 and options["grpc.max_connection_age_grace_ms"] == 300_000
+    assert "grpc.max_connection_age_ms" not in dict(server_options(ServerSettings()))
