@@ -26,6 +26,7 @@ def test_the_redis_password_comes_from_its_file_into_the_url(tmp_path, monkeypat
     import redis
 
     assert redis.connection.parse_url(url)["password"] == "p@ss:w/rd", "redis-py reads back the same password"
+    assert tls.redacted(url) == "redis://:***@redis:6379/0", "what `ohlora doctor` prints"
 
 
 def test_a_missing_password_file_is_a_config_error(tmp_path, monkeypatch):
