@@ -6,6 +6,7 @@ How a container's surroundings are replaced on this machine is in tests/deploy_s
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import time
@@ -14,8 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from deploy_support import OHLORA, Host, Started, compose_config, health, in_profile, make_certificates, wait_serving
+from ohlora.client import free_port
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
-from deploy_support import Host, Started, compose_config, health, in_profile, make_certificates, wait_serving
 
 GPU_HOST_NAME = "ohlora-gpu"  # the name in the GPU host's certificate (OHLORA_TLS_SERVER_NAME's default)
 
@@ -133,3 +135,18 @@ def test_gateway_host_reaches_gpu_host_over_mutual_tls(tiny_config, tmp_path):
     finally:
         codes = {**gateway_host.stop_all(), **{f"gpu:{k}": v for k, v in gpu.stop_all().items()}}
     assert set(codes.values()) == {0}, codes
+
+
+def test_the_pull_service_command_starts_a_real_download(single_host, tmp_path):
+    """`docker compose run --rm pull`: its command parses and starts downloading into the models volume
+    (here a dead loopback endpoint stands in for the hub, so it ends with the resumable-download error)."""
+    pull = single_host["services"]["pull"]
+    assert any(str(v).endswith(":/models:rw") for v in pull["volumes"]), "it writes into the models volume"
+    models = tmp_path / "models"
+    argv = [OHLORA if a == "ohlora" else a for a in pull["entrypoint"]] + [str(models) if a == "/models" else a
+                                                                         for a in pull["command"]]
+    env = {**os.environ, **{k: str(v) for k, v in (pull.get("environment") or {}).items()},
+           "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr  # 2 would be a usage error
+    assert "running the command again resumes them" in done.stderr
