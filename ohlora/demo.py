@@ -1,10 +1,9 @@
 """`ohlora demo`: the whole pipeline on models that need no download, one process per service.
 
-Builds the tiny preset (a GPT-NeoX of a few hundred thousand parameters with LoRA adapters
-fine-tuned for a minute on a handful of Korean examples, and a tiny embedder), starts Redis,
-the LLM services, the sketch face service and the gateway as real processes, runs Korean
-turns through the gateway like a client would, and writes a face frame. The offline `mini`
-preset with a real instruct model comes with `ohlora up`.
+Takes a preset's config (by default the offline `mini` preset, prepared once from PyPI
+wheels), starts Redis, the LLM services, the face service and the gateway as real
+processes, runs Korean turns through the gateway like a client would, prints what the
+gateway recorded, and writes a face frame. `ohlora up` is the interactive version.
 """
 
 from __future__ import annotations
@@ -20,15 +19,8 @@ from ohlora.v1 import face_pb2, gateway_pb2, gateway_pb2_grpc
 DEMO_TURNS = ["나 내일 시험이야", "로라야 나 떨려"]
 
 
-def run_demo(config: Path | None, turns: list[str], echo=print) -> None:
+def run_demo(config: Path, turns: list[str], echo=print) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ohlora-demo-"))
-    if config is None:
-        from ohlora.tiny import build_tiny_preset
-
-        echo("building the tiny preset (tiny models fine-tuned on a few examples; ~15 s) ...")
-        preset = build_tiny_preset(workdir / "tiny", trained=True)
-        config = workdir / "ohlora.toml"
-        config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
     stack = LocalStack(workdir, config)
     try:
         echo("starting Redis, the LLM services, the face service and the gateway ...")

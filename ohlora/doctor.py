@@ -71,7 +71,7 @@ def redis_check(settings: Settings) -> Check:
         client.ping()
         version = client.get(Keys(settings.gateway.key_prefix).schema())
     except redis.RedisError as exc:
-        return Check("redis", False, f"{url}: {exc}", "start Redis (redis-server --appendonly yes) or fix gateway.redis_url")
+        return Check("redis", False, f"{url}: {exc}", "`ohlora up` starts its own Redis; otherwise start one (redis-server --appendonly yes) or fix gateway.redis_url")
     if version is not None and version.decode() != SCHEMA_VERSION:
         return Check("redis", False, f"{url}: schema version {version.decode()}, this version writes {SCHEMA_VERSION}",
                      "use another gateway.key_prefix or database, or migrate the data")
@@ -89,7 +89,8 @@ def service_checks(settings: Settings, gateway_address: str) -> list[Check]:
     for name, address, service in targets:
         status = health_status(address, service, timeout=2.0)
         fix = {
-            "UNAVAILABLE": f"nothing answers at {address}: start it (`ohlora serve {'llm_' + name if name in ('message', 'memory', 'summary', 'pose') else name}`) or fix the address",
+            "UNAVAILABLE": f"nothing answers at {address}: start everything with `ohlora up` (or this one with "
+                           f"`ohlora serve {'llm_' + name if name in ('message', 'memory', 'summary', 'pose') else name}`), or fix the address",
             "NOT_SERVING": "it is still loading its model (or stopping); wait and check again",
             "NOT_FOUND": f"the process at {address} does not host {service}: check which tasks it serves",
         }.get(status, f"health check said {status}")

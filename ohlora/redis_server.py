@@ -9,6 +9,8 @@ from pathlib import Path
 
 import redis
 
+from ohlora.client import die_with_parent
+
 
 class RedisServer:
     def __init__(self, data_dir: Path, port: int, binary: str | None = None) -> None:
@@ -25,7 +27,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
              "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
-            stdout=open(self.data_dir / "redis.log", "ab"), stderr=subprocess.STDOUT,
+            stdout=open(self.data_dir / "redis.log", "ab"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url)

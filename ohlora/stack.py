@@ -51,6 +51,16 @@ class LocalStack:
         self.main.wait_serving()
         return self
 
+    def consolidated(self) -> "LocalStack":
+        """What `ohlora up` runs: one LLM process for the four tasks, the sketch face, one gateway."""
+        self.fast = self.background = self.llm("message,memory,summary,pose")
+        self.face = self.service("serve", "face")
+        wait_all_serving([self.fast, self.face])
+        address = self.fast.address
+        self.main = self.gateway(address, address, address, address, self.face.address)
+        self.main.wait_serving()
+        return self
+
     def close(self) -> None:
         for handle in reversed(self.handles):
             handle.terminate()

@@ -19,10 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ohlora.client import free_port, health_status
+from ohlora.client import die_with_parent, free_port, health_status
 from ohlora.redis_server import RedisServer
 
 PID_FILE = "up.json"
+# What is running where (config, Redis, every address), for `ohlora doctor` and other tools.
+SERVICES_FILE = "services.json"
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Supervisor:
         log = open(self.logs / f"{svc.name}.log", "ab")
         svc.proc = subprocess.Popen(
             [sys.executable, "-m", "ohlora.cli", *svc.args], stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **svc.env}, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **svc.env}, start_new_session=True, preexec_fn=die_with_parent,
         )
 
     def start(self, groups: list[list[Supervised]], timeout: float = 600.0) -> None:
@@ -94,21 +96,8 @@ class Supervisor:
         return {s.name: s.proc.pid for s in self.services if s.proc is not None}
 
 
-def tiny_config(data: Path) -> Path:
-    """The interim offline preset: tiny models fine-tuned once on a few examples (until `mini` lands)."""
-    config = data / "models" / "tiny" / "ohlora.toml"
-    if not config.exists():
-        from ohlora.tiny import build_tiny_preset
-
-        print("preparing the tiny preset (once, ~15 s) ...", flush=True)
-        preset = build_tiny_preset(config.parent, trained=True)
-        config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
-    return config
-
-
-def run_up(config: Path | None, data: Path, port: int, detach: bool, chat_args: dict) -> int:
+def run_up(config: Path, data: Path, port: int, detach: bool, chat_args: dict) -> int:
     data.mkdir(parents=True, exist_ok=True)
-    config = config or tiny_config(data)
     redis = RedisServer(data / "redis", free_port()).start()
     supervisor = Supervisor(data)
     llm_port, face_port = free_port(), free_port()
@@ -124,6 +113,9 @@ def run_up(config: Path | None, data: Path, port: int, detach: bool, chat_args: 
             [Supervised("gateway", ["serve", "gateway", "--port", str(port)], gateway_address, gateway_env)],
         ])
         (data / PID_FILE).write_text(json.dumps({"supervisor": os.getpid(), "redis": redis.proc.pid, **supervisor.pids()}))
+        (data / SERVICES_FILE).write_text(json.dumps({
+            "config": str(config), "redis_url": redis.url, "gateway": gateway_address, "face": face_address,
+            **{task: llm_address for task in ("message", "memory", "summary", "pose")}}, indent=1))
         print(f"Oh-LoRA is up: gateway {gateway_address}, logs in {supervisor.logs}", flush=True)
         if detach:
             signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
@@ -136,13 +128,13 @@ def run_up(config: Path | None, data: Path, port: int, detach: bool, chat_args: 
         supervisor.stop()
         redis.stop()
         (data / PID_FILE).unlink(missing_ok=True)
+        (data / SERVICES_FILE).unlink(missing_ok=True)
 
 
-def start_detached(config: Path | None, data: Path, port: int, timeout: float = 900.0) -> int:
+def start_detached(config: Path, data: Path, port: int, timeout: float = 900.0) -> int:
     """Runs the supervisor in its own session, waits until the gateway serves, and returns."""
-    args = [sys.executable, "-m", "ohlora.cli", "up", "--background", "--data", str(data), "--port", str(port)]
-    if config is not None:
-        args += ["--config", str(config)]
+    args = [sys.executable, "-m", "ohlora.cli", "up", "--background", "--data", str(data), "--port", str(port),
+            "--config", str(config)]
     data.mkdir(parents=True, exist_ok=True)
     log = data / "up.log"
     proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)

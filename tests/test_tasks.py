@@ -120,8 +120,30 @@ async def test_chat_dialect_runs_on_a_real_model_without_adapter(chat_engine, sp
     prompt = spec.build_chat(**fields)
     rendered = chat_engine.tokenizer.decode(chat_engine.encode_prompt(prompt))
     assert prompt.system in rendered and prompt.user in rendered
+    assert prompt.examples and all(q in rendered and a in rendered for q, a in prompt.examples), "few-shot turns reach the model"
     result = await complete_task(chat_engine.for_adapter(None), spec, Dialect.CHAT, **fields)
     assert 1 <= result.stats.attempts <= spec.max_attempts
     assert result.stats.fallback or result.value is not None or spec is EXTRACT_TASK
     if spec is EXTRACT_TASK and result.value is not None:
         assert isinstance(result.value, Fact)
+
+
+@pytest.mark.parametrize("answer", ["없음", " 없음.", "[없음]"])
+async def test_chat_memory_explicit_nothing_is_the_originals_empty_answer(answer):
+    gen = ScriptedGenerator([answer])
+    result = await complete_task(gen, EXTRACT_TASK, Dialect.CHAT, final_input="로라야 안녕")
+    assert result.value is None and not result.stats.fallback and result.stats.attempts == 1
+
+
+async def test_chat_memory_nothing_inside_a_sentence_is_not_nothing():
+    gen = ScriptedGenerator(["기억할 것 없음 같아"] * 5)
+    result = await complete_task(gen, EXTRACT_TASK, Dialect.CHAT, final_input="로라야 안녕")
+    assert result.stats.fallback, "only the bare word counts; anything else must be a [key: value]"
+
+
+def test_chat_prompts_carry_few_shot_turns_as_earlier_messages():
+    prompt = EXTRACT_TASK.build_chat(final_input="나 고양이 키워")
+    messages = prompt.messages()
+    assert messages[0]["role"] == "system" and messages[-1] == {"role": "user", "content": "나 고양이 키워"}
+    assert [m["role"] for m in messages[1:-1]] == ["user", "assistant"] * len(prompt.examples)
+    assert any(answer == "없음" for _, answer in prompt.examples)

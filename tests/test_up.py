@@ -27,7 +27,7 @@ def test_up_supervises_and_chats(tmp_path):
     port = free_port()
     env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
-    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "up", "--data", str(tmp_path), "--port", str(port),
+    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "up", "--preset", "tiny", "--models", str(tmp_path / "models"), "--data", str(tmp_path), "--port", str(port),
                                            "--view", "none"], env=env, encoding="utf-8", timeout=300)
     try:
         child.expect("Oh-LoRA is up")
@@ -64,7 +64,7 @@ def test_detach_then_down(tmp_path):
 
     port = free_port()
     base = [sys.executable, "-m", "ohlora.cli"]
-    started = subprocess.run([*base, "up", "--detach", "--data", str(tmp_path), "--port", str(port)],
+    started = subprocess.run([*base, "up", "--detach", "--preset", "tiny", "--models", str(tmp_path / "models"), "--data", str(tmp_path), "--port", str(port)],
                              capture_output=True, text=True, timeout=600)
     assert started.returncode == 0, started.stdout + (tmp_path / "up.log").read_text()[-2000:]
     assert health_status(f"127.0.0.1:{port}") == "SERVING"
@@ -77,3 +77,21 @@ def test_detach_then_down(tmp_path):
     while (tmp_path / "up.json").exists():
         assert time.monotonic() < deadline, "and the supervisor cleans up"
         time.sleep(0.2)
+
+
+def test_children_die_with_a_killed_parent(tmp_path):
+    """A supervisor (or demo, or test) killed with SIGKILL leaves no Redis behind to share its AOF folder."""
+    import subprocess
+
+    script = ("import sys, time; from ohlora.client import free_port; from ohlora.redis_server import RedisServer; "
+              f"r = RedisServer(__import__('pathlib').Path({str(tmp_path)!r}), free_port()).start(); "
+              "print(r.proc.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    redis_pid = int(parent.stdout.readline())
+    assert alive(redis_pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(redis_pid):
+        assert time.monotonic() < deadline, "redis-server outlived its killed parent"
+        time.sleep(0.1)

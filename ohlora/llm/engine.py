@@ -198,8 +198,7 @@ class LLMEngine:
             return self.tokenizer.encode(prompt)
         if not getattr(self.tokenizer, "chat_template", None):
             raise InvalidInput("the chat dialect needs a tokenizer with a chat template")
-        messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     # ------------------------------------------------------------ serving

@@ -71,10 +71,21 @@ class Reject(Exception):
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    """A chat-dialect prompt: system instructions plus one user message."""
+    """A chat-dialect prompt: system instructions, few-shot turns, then the user message.
+
+    Small instruct models follow a format far better when it is shown as earlier
+    (user, assistant) turns than when it is only described in the system message.
+    """
 
     system: str
     user: str
+    examples: tuple[tuple[str, str], ...] = ()
+
+    def messages(self) -> list[dict[str, str]]:
+        turns = [{"role": "system", "content": self.system}]
+        for asked, answered in self.examples:
+            turns += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
+        return turns + [{"role": "user", "content": self.user}]
 
 
 @dataclass(frozen=True)
@@ -92,9 +103,10 @@ class TaskSpec(Generic[T]):
     build_chat: Callable[..., ChatPrompt]
     parse: Callable[[Attempt], T]
     fallback: Callable[[], T]
-    # The chat dialect's answers do not start with the space the original's do;
-    # prefixing one keeps the shared parsers' rules meaningful.
-    chat_prefix: str = " "
+    # Brings a chat-dialect answer into the original's shape before the shared parser
+    # sees it: chat answers do not start with the space the original's do, and a task
+    # may accept an explicit word (e.g. "없음") where the original answers nothing.
+    adapt_chat: Callable[[str], str] = lambda text: " " + text
 
 
 @dataclass
@@ -145,7 +157,7 @@ async def run_task(
 ) -> AsyncIterator[TaskEvent]:
     """The attempt loop shared by every task: generate, check, parse, retry, fall back."""
     settings = spec.settings[dialect]
-    prefix = spec.chat_prefix if dialect is Dialect.CHAT else ""
+    adapt: Callable[[str], str] = spec.adapt_chat if dialect is Dialect.CHAT else (lambda text: text)
     if dialect is Dialect.ORIGINAL:
         prompt: str | ChatPrompt = spec.build_prompt(**fields)
     else:
@@ -156,7 +168,7 @@ async def run_task(
         stats.attempts = number
         text, new_tokens, total_tokens = "", 0, 0
         async for update in generator.generate(prompt, settings, stream=stream):
-            text, new_tokens, total_tokens = prefix + update.text, update.new_tokens, update.total_tokens
+            text, new_tokens, total_tokens = adapt(update.text), update.new_tokens, update.total_tokens
             if stream and not update.done:
                 yield Progress(number, text)
         stats.generated_tokens += new_tokens

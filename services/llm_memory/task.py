@@ -87,15 +87,31 @@ def build_prompt(final_input: str) -> str:
     return f"{final_input} {ANSWER_START}"
 
 
+# The chat dialect's explicit "nothing to remember"; the original's adapters answer nothing at all.
+NOTHING = "없음"
+CHAT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("나 내일 친구 생일 파티 가", "[내일 일정: 친구 생일 파티]"),
+    ("로라야 안녕!", NOTHING),
+    ("요즘 회사 일 때문에 너무 지쳐", "[상태: 회사 일로 지침]"),
+    ("너는 무슨 색 좋아해?", NOTHING),
+    ("나 강아지 키워", "[반려동물: 강아지]"),
+    ("주말에 뭐 하면 좋을까?", NOTHING),
+)
+
+
 def build_chat(final_input: str) -> ChatPrompt:
     system = (
         "너는 대화에서 사용자에 대해 기억할 사실을 뽑는 도우미야. "
         f"{CONTEXT_NOTE} "
-        "사용자의 마지막 메시지에 사용자의 상태, 일정, 날씨, 취향, 감정처럼 기억할 만한 사실이 있으면 "
-        "[키: 값] 형식으로 딱 하나만 출력해. 예: [내일 일정: 친구 생일 파티], [좋아하는 과일: 복숭아], [상태: 시험 끝남]. "
-        "기억할 사실이 없으면 아무것도 출력하지 마. 설명은 쓰지 마."
+        "사용자의 마지막 말에 사용자의 일정, 상태, 감정, 취향, 사는 곳, 가족이나 반려동물처럼 기억할 만한 사실이 있으면 "
+        f"[키: 값] 형식으로 딱 하나만 출력해. 기억할 사실이 없으면 {NOTHING} 이라고만 출력해. 설명은 쓰지 마."
     )
-    return ChatPrompt(system=system, user=final_input)
+    return ChatPrompt(system=system, user=final_input, examples=CHAT_EXAMPLES)
+
+
+def adapt_chat(text: str) -> str:
+    """The explicit nothing becomes the original's empty answer; anything else gets the original's leading space."""
+    return "" if text.strip().strip(".[]()") == NOTHING else " " + text
 
 
 EXTRACT_TASK: TaskSpec[Fact | None] = TaskSpec(
@@ -111,4 +127,5 @@ EXTRACT_TASK: TaskSpec[Fact | None] = TaskSpec(
     build_chat=build_chat,
     parse=parse_memory,
     fallback=lambda: None,
+    adapt_chat=adapt_chat,
 )

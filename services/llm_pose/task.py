@@ -82,14 +82,22 @@ def build_prompt(reply: str) -> str:
     return f"{reply} {ANSWER_START}"
 
 
+CHAT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("헐 대박! 진짜 축하해!!", "(눈 아주 크게, 입 아주 크게, 고개 돌림 없음)"),
+    ("음... 그건 나도 잘 모르겠어", "(눈 작게, 입 보통, 고개 돌림 많이)"),
+    ("나 ENTJ야! 계획 세우는 거 좋아해", "(눈 보통, 입 크게, 고개 돌림 없음)"),
+    ("무슨 일 있었어? 내가 들어 줄게", "(눈 크게, 입 보통, 고개 돌림 보통)"),
+)
+
+
 def build_chat(reply: str) -> ChatPrompt:
     system = (
         "너는 가상 인간 오로라의 표정을 정하는 도우미야. 오로라가 한 말을 보고 어울리는 표정을 "
         "(눈 X, 입 Y, 고개 돌림 Z) 형식 한 줄로만 출력해. "
         "X 는 작게, 보통, 크게, 아주 크게 중 하나, Y 는 보통, 크게, 아주 크게 중 하나, "
-        "Z 는 없음, 보통, 많이 중 하나야. 예: (눈 크게, 입 크게, 고개 돌림 없음)"
+        "Z 는 없음, 보통, 많이 중 하나야."
     )
-    return ChatPrompt(system=system, user=reply.strip())
+    return ChatPrompt(system=system, user=reply.strip(), examples=CHAT_EXAMPLES)
 
 
 POSE_TASK: TaskSpec[ExpressionWords] = TaskSpec(

