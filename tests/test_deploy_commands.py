@@ -17,6 +17,7 @@ import pytest
 
 from deploy_support import OHLORA, Host, Started, compose_config, health, in_profile, make_certificates, wait_serving
 from ohlora.client import free_port
+from ohlora.presets import default_models_dir
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
 
 GPU_HOST_NAME = "ohlora-gpu"  # the name in the GPU host's certificate (OHLORA_TLS_SERVER_NAME's default)
@@ -25,7 +26,7 @@ GPU_HOST_NAME = "ohlora-gpu"  # the name in the GPU host's certificate (OHLORA_T
 def chat(address: str, user: str, text: str = "로라야 안녕") -> list[gateway_pb2.ChatEvent]:
     with grpc.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        return list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=(("x-ohlora-user", user),), timeout=180))
+        return list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=(("x-ohlora-user", user),), timeout=300))
 
 
 def assert_full_turn(events: list[gateway_pb2.ChatEvent]) -> None:
@@ -62,8 +63,14 @@ def single_host() -> dict:
 @pytest.mark.parametrize("profile", ["gpu", "one-gpu", "cpu"])
 def test_a_layout_starts_from_its_compose_commands_and_answers_a_turn(profile, single_host, tiny_config, tmp_path):
     services = {name: s for name, s in single_host["services"].items() if in_profile(s, profile)}
-    host = Host(tmp_path, tiny_config, {"/run/secrets/redis_password": password_file(tmp_path)})
+    # The GPU layouts' weights (the original's, 6 GB from the internet) are stood in for by the tiny preset;
+    # the cpu layout runs its real mini preset, prepared by its own one-off service into the models folder.
+    config = None if profile == "cpu" else tiny_config
+    host = Host(tmp_path, config, {"/run/secrets/redis_password": password_file(tmp_path)}, models=default_models_dir())
     try:
+        for name in [n for n, s in services.items() if s["command"][0] == "models"]:
+            done = host.run_once(name, services.pop(name))
+            assert done.returncode == 0, f"{name} completes successfully (the others wait for it):\n{done.stdout}{done.stderr}"
         redis = host.start_redis("redis", services.pop("redis"))
         wait_healthy(host, redis, single_host["services"]["redis"])
         gateway_name = next(name for name, s in services.items() if s["command"] == ["serve", "gateway"])

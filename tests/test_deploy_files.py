@@ -30,7 +30,7 @@ HOST_ENV = {"OHLORA_BIND_ADDRESS": "10.77.0.12",
                [("MESSAGE", 50061), ("MEMORY", 50062), ("SUMMARY", 50063), ("POSE", 50064), ("FACE", 50065)]}}
 GATEWAY_ADDRESSES = ["MESSAGE", "MEMORY", "SUMMARY", "POSE", "FACE"]
 # Variables the CLI reads that are not settings fields.
-NON_SETTINGS_VARS = {"OHLORA_CONFIG", "OHLORA_PRESET", "OHLORA_HEALTH_TLS_CA", "OHLORA_HEALTH_TLS_CERT",
+NON_SETTINGS_VARS = {"OHLORA_CONFIG", "OHLORA_MODELS", "OHLORA_HEALTH_TLS_CA", "OHLORA_HEALTH_TLS_CERT",
                      "OHLORA_HEALTH_TLS_KEY", "OHLORA_HEALTH_TLS_SERVER_NAME"}
 SECRET_WORDS = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY\b|_KEY_|APIKEY", re.I)
 
@@ -49,6 +49,11 @@ def services(compose: dict[str, dict]) -> list[tuple[str, str, dict]]:
 def is_model_service(service: dict) -> bool:
     command = service.get("command") or []
     return command[:1] == ["serve"] and command[1] != "gateway"
+
+
+def is_one_off(service: dict) -> bool:
+    """`models pull` / `models prepare`: runs to the end, is not restarted, has no health check."""
+    return (service.get("command") or [])[:1] == ["models"]
 
 
 def is_gateway(service: dict) -> bool:
@@ -85,7 +90,8 @@ def test_every_model_service_outside_the_cpu_profile_reserves_its_gpu(compose):
         devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
         if "cpu" in service.get("profiles", []):
             assert not devices and env.get("CUDA_VISIBLE_DEVICES") == "", f"{file}:{name} uses no GPU"
-            assert env.get("OHLORA_PRESET") == "mini", f"{file}:{name} runs the mini preset"
+            assert env.get("OHLORA_CONFIG") == "/models/mini/ohlora.toml", f"{file}:{name} runs the mini preset"
+            assert service["depends_on"] == {"prepare-mini": {"condition": "service_completed_successfully"}}
             continue
         assert len(devices) == 1, f"{file}:{name} reserves its GPU"
         device = devices[0]
@@ -99,8 +105,9 @@ def test_the_two_gpu_layout_splits_the_critical_path_from_background_work():
     config = compose_config(SINGLE_HOST)["services"]
     gpu_of = {n: s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
               for n, s in config.items() if "gpu" in s.get("profiles", []) and is_model_service(s)}
-    assert gpu_of["llm-message"] == gpu_of["llm-pose"] == gpu_of["face"] == ["0"]
-    assert gpu_of["llm-memory"] == gpu_of["llm-summary"] == ["1"]
+    # the original's split (UPSTREAM.md §6): message, memory (+ S-BERT) and the face on one card
+    assert gpu_of["llm-message"] == gpu_of["llm-memory"] == gpu_of["face"] == ["0"]
+    assert gpu_of["llm-pose"] == gpu_of["llm-summary"] == ["1"]
     one_gpu = [n for n, s in config.items() if "one-gpu" in s.get("profiles", []) and is_model_service(s)]
     assert sorted(one_gpu) == ["face", "llm"]
     assert config["llm"]["command"] == ["serve", "llm", "--tasks", "message,memory,summary,pose"]
@@ -108,7 +115,7 @@ def test_the_two_gpu_layout_splits_the_critical_path_from_background_work():
 
 def test_every_service_has_a_health_check_through_the_cli_that_waits_for_model_loading(compose):
     for file, name, service in services(compose):
-        if "pull" in service.get("profiles", []):
+        if is_one_off(service):
             continue
         check = service.get("healthcheck")
         assert check and not check.get("disable"), f"{file}:{name} has a health check"
@@ -124,8 +131,8 @@ def test_every_service_has_a_health_check_through_the_cli_that_waits_for_model_l
 def test_restart_policies_and_stop_grace_longer_than_the_graceful_stop(compose):
     drain = 0.5  # ServiceProcess.drain_seconds
     for file, name, service in services(compose):
-        if "pull" in service.get("profiles", []):
-            assert service.get("restart") in (None, "no"), "a one-off download is not restarted"
+        if is_one_off(service):
+            assert service.get("restart") in (None, "no"), f"{name}: a one-off is not restarted"
             continue
         assert service.get("restart") == "unless-stopped", f"{file}:{name}"
         if service.get("entrypoint") == ["ohlora"]:
@@ -164,7 +171,7 @@ def test_every_address_the_gateway_needs_is_set_and_names_a_service_of_its_layou
             continue
         env = env_of(gateway)
         profile = gateway["profiles"][0]
-        layout = {n: s for n, s in single.items() if in_profile(s, profile) and n != name}
+        layout = {n: s for n, s in single.items() if in_profile(s, profile) and n != name and not is_one_off(s)}
         ports = {(n, int(env_of(s).get("OHLORA_SERVER__PORT", 6379))) for n, s in layout.items()}
         for task in GATEWAY_ADDRESSES:
             host, port = env[f"OHLORA_GATEWAY__{task}_ADDRESS"].rsplit(":", 1)
