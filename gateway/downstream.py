@@ -7,6 +7,7 @@ import json
 import grpc
 
 from ohlora.config import GatewaySettings
+from ohlora.runtime import tls
 from ohlora.v1 import face_pb2_grpc, llm_pb2_grpc
 
 # Calls without side effects and without streamed output retry on UNAVAILABLE (a replica
@@ -50,6 +51,8 @@ class Downstream:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # TLS (or mutual TLS) to every model service when a CA is configured, e.g. across hosts.
+        self._credentials = tls.channel_credentials(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
         self.message = llm_pb2_grpc.MessageServiceStub(self._channel(settings.message_address))
         self.memory = llm_pb2_grpc.MemoryServiceStub(self._channel(settings.memory_address))
         self.summary = llm_pb2_grpc.SummaryServiceStub(self._channel(settings.summary_address))
@@ -60,7 +63,11 @@ class Downstream:
         if address not in self._channels:
             # dns:/// lets a headless service's several replicas share the load (round robin).
             target = address if "://" in address or address.startswith("dns:") else f"dns:///{address}"
-            self._channels[address] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            if self._credentials is None:
+                self._channels[address] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                options = CHANNEL_OPTIONS + tls.name_override(self.settings.tls_server_name)
+                self._channels[address] = grpc.aio.secure_channel(target, self._credentials, options=options)
         return self._channels[address]
 
     async def close(self) -> None:

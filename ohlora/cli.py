@@ -102,13 +102,27 @@ def health(
     address: Annotated[str, typer.Argument(help="host:port of a service")],
     service: Annotated[str, typer.Option(help="Service name; empty = the whole server.")] = "",
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3.0,
+    tls_ca: Annotated[Optional[str], typer.Option(help="CA file: check over TLS.", envvar="OHLORA_HEALTH_TLS_CA")] = None,
+    tls_cert: Annotated[Optional[str], typer.Option(help="Client certificate (mutual TLS).", envvar="OHLORA_HEALTH_TLS_CERT")] = None,
+    tls_key: Annotated[Optional[str], typer.Option(help="Client key (mutual TLS).", envvar="OHLORA_HEALTH_TLS_KEY")] = None,
+    tls_server_name: Annotated[Optional[str], typer.Option(help="Name in the server's certificate.",
+                                                           envvar="OHLORA_HEALTH_TLS_SERVER_NAME")] = None,
 ) -> None:
     """Exit 0 when the service reports SERVING (for container health checks)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from ohlora.runtime import tls
+
     try:
-        with grpc.insecure_channel(address) as channel:
+        credentials = tls.channel_credentials(tls_ca, tls_cert, tls_key)
+    except tls.TLSConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        channel = (grpc.insecure_channel(address) if credentials is None
+                   else grpc.secure_channel(address, credentials, options=tls.name_override(tls_server_name)))
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     except grpc.RpcError as exc:
         typer.echo(f"{address}: {exc.code().name}: {exc.details()}", err=True)

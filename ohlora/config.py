@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from ohlora.errors import ConfigError
@@ -37,6 +37,14 @@ class ServerSettings(BaseModel):
     # Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     grace_seconds: float = 30.0
     log_level: str = "info"
+    # TLS for links between hosts (docs/deploy.md): PEM files; both set = the port speaks TLS only.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Set too = mutual TLS: callers must present a certificate signed by this CA.
+    tls_client_ca_file: str | None = None
+    # Connections are closed (gracefully) after this long so clients re-resolve DNS and reach new
+    # replicas after a scale-up; None keeps connections open for ever.
+    max_connection_age_seconds: float | None = None
 
 
 class TaskModel(BaseModel):
@@ -101,6 +109,9 @@ class FaceSettings(BaseModel):
 
 class GatewaySettings(BaseModel):
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # A file holding the Redis password (docker/Kubernetes secret); it is put into redis_url at load
+    # time so the password itself never sits in a config file or the environment.
+    redis_password_file: str | None = None
     key_prefix: str = "ohlora"
     # Where the model services listen (four may point at one consolidated process).
     message_address: str = "127.0.0.1:50061"
@@ -124,6 +135,29 @@ class GatewaySettings(BaseModel):
     max_fps: float = 30.0
     frames_per_batch: int = 5
     turn_log_length: int = 1000
+    # TLS to the model services (PEM files). The CA set = TLS; cert and key set too = mutual TLS.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Name the services' certificates carry when addresses are IPs or differ from it.
+    tls_server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> "GatewaySettings":
+        if self.redis_password_file is not None:
+            from ohlora.runtime.tls import url_with_password
+
+            self.redis_url = url_with_password(self.redis_url, read_secret(self.redis_password_file))
+            self.redis_password_file = None  # applied once, even if the settings are validated again
+        return self
+
+
+def read_secret(path: str) -> str:
+    """A secret file's content without the trailing newline editors and `echo` add."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from exc
 
 
 class Settings(BaseSettings):

@@ -63,9 +63,11 @@ def redis_check(settings: Settings) -> Check:
 
     from gateway.keys import SCHEMA_VERSION, Keys
 
-    url = settings.gateway.redis_url
+    from ohlora.runtime.tls import redacted
+
+    url = redacted(settings.gateway.redis_url)  # what is printed; the password (from its file) is not
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        client = redis.Redis.from_url(settings.gateway.redis_url, socket_connect_timeout=2, socket_timeout=2)
         client.ping()
         version = client.get(Keys(settings.gateway.key_prefix).schema())
     except redis.RedisError as exc:

@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from ohlora.config import ServerSettings
+from ohlora.runtime import tls
 from ohlora.runtime.interceptors import ServiceInterceptor
 from ohlora.runtime.logging import setup_logging
 from ohlora.runtime.metrics import serve_metrics
@@ -37,10 +38,15 @@ class ServiceBinding:
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    return [
+    options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
     ]
+    if settings.max_connection_age_seconds is not None:
+        # Clients then reconnect and re-resolve DNS: new replicas behind a headless Service get traffic.
+        age_ms = int(settings.max_connection_age_seconds * 1000)
+        options += [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", age_ms)]
+    return options
 
 
 class ServiceProcess:
@@ -78,7 +84,7 @@ class ServiceProcess:
         names = [b.full_name for b in self.bindings] + [HEALTH_SERVICE, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        self.port = tls.bind(server, self.settings)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await server.start()
