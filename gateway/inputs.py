@@ -84,7 +84,9 @@ def memory_fact(text: str, max_chars: int) -> Fact:
     if has_terminal_control(text.strip()):
         raise InvalidInput("the memory contains control characters or terminal escape sequences; type plain text")
     fact = parse_line(text.strip())
-    if fact is None:
+    if fact is None or fact.text.replace(" ", "") != text.strip().replace(" ", ""):
+        # The original's normaliser keeps the first [...] of a model's answer; a person's memory must be
+        # exactly one "[key: value]", so nothing they typed is silently dropped.
         raise InvalidInput(f"{text!r} is not a memory; write it as [key: value]")
     if prompt_marker_in(fact.text):
         raise InvalidInput("the memory contains a marker of Oh-LoRA's prompt format; please leave it out")

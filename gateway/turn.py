@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 
 from gateway.downstream import Downstream
-from gateway.inputs import chat_text, model_text
+from gateway.inputs import chat_text, has_terminal_control, model_text, strip_terminal_control
 from gateway.store import RedisStore, squash
 from ohlora.config import GatewaySettings
 from ohlora.errors import status_for
@@ -227,20 +227,20 @@ class TurnRunner:
             if first:
                 timing("first_chunk", clock.ms())
                 first = False
-            if kind == "delta":
-                event(reply_delta=chunk.delta)
+            if kind == "delta":  # model text never carries terminal control to the client (gateway.inputs)
+                event(reply_delta=strip_terminal_control(chunk.delta))
             elif kind == "reset":
                 event(reply_reset=chunk.reset)
             elif kind == "done":
                 timing("reply", clock.ms())
-                return chunk.done.text
+                return strip_terminal_control(chunk.done.text)
         raise RuntimeError("the message service ended the reply without a final chunk")
 
     async def _summarize(self, final_input: str, reply: str) -> str | None:
         response = await self.down.summary.Summarize(
             llm_pb2.SummarizeRequest(final_input=final_input, reply=reply), timeout=self.settings.summary_deadline
         )
-        return response.summary if response.HasField("summary") else None
+        return strip_terminal_control(response.summary) if response.HasField("summary") else None
 
     async def _expression(self, reply: str, warn: Callable[[str], None]) -> tuple[float, float, float]:
         try:
@@ -264,6 +264,9 @@ class TurnRunner:
             warn(f"memory extraction failed ({describe(fact)}); nothing new was remembered")
             return
         if not isinstance(fact, Fact):
+            return
+        if has_terminal_control(fact.text):
+            warn("the extracted memory held control characters and was not remembered")
             return
         vector, embedder = None, ""
         try:
