@@ -29,6 +29,7 @@ def _suites() -> dict[str, Callable[[bool], SuiteResult]]:
     from ohlora.bench.face import face
     from ohlora.bench.gateway import critical_path, gateway_overhead
     from ohlora.bench.llm import consolidated, llm_batching
+    from ohlora.bench.load import load
 
     return {
         "llm-batching": llm_batching,
@@ -36,10 +37,11 @@ def _suites() -> dict[str, Callable[[bool], SuiteResult]]:
         "face": face,
         "gateway-overhead": gateway_overhead,
         "critical-path": critical_path,
+        "load": load,
     }
 
 
-SUITES = ("llm-batching", "llm-consolidated", "face", "gateway-overhead", "critical-path")
+SUITES = ("llm-batching", "llm-consolidated", "face", "gateway-overhead", "critical-path", "load")
 
 
 def format_table(columns: list[str], rows: list[list[object]]) -> str:
