@@ -82,10 +82,13 @@ def trained_preset_config(tmp_path_factory) -> Path:
     """Tiny models fine-tuned once on a few examples (they answer in the original's format), recall always on."""
     from ohlora.tiny import build_tiny_preset
 
-    root = tmp_path_factory.mktemp("trained-shared")
-    preset = build_tiny_preset(root / "models", trained=True)
+    # OHLORA_TEST_PRESET_CACHE=/some/dir keeps the built preset between local runs (CI builds it fresh).
+    cache = os.environ.get("OHLORA_TEST_PRESET_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("trained-shared")
     config = root / "ohlora.toml"
-    config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
+    if not config.exists():
+        preset = build_tiny_preset(root / "models", trained=True)
+        config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
     return config
 
 
