@@ -4,6 +4,7 @@ no user can read or change another user's memories, summary, turn log, face or s
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 
@@ -37,7 +38,7 @@ def bearer(token: str, claimed_user: str | None = None) -> tuple[tuple[str, str]
 @pytest.fixture(scope="module")
 def secure(shared_stack):
     handle = gateway_for(shared_stack, auth=True)
-    yield shared_stack, gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(handle.address))
+    yield shared_stack, gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(handle.address)), handle.address
     handle.terminate()
 
 
@@ -81,7 +82,7 @@ def test_tokens_are_created_listed_revoked_and_stored_hashed(shared_stack):
 
 @pytest.mark.parametrize("method", sorted(CALLS))
 def test_every_method_needs_a_valid_token(secure, method):
-    stack, stub = secure
+    stack, stub, _ = secure
     revoked = create_token(stack, "rita")
     assert ohlora_tokens(stack, "revoke", "--user", "rita").returncode == 0
     attempts = {
@@ -100,7 +101,7 @@ def test_every_method_needs_a_valid_token(secure, method):
 
 
 def test_a_user_cannot_reach_another_users_state(secure):
-    stack, stub = secure
+    stack, stub, _ = secure
     alice, mallory = create_token(stack, "alice-a"), create_token(stack, "mallory-a")
     a, m = bearer(alice), bearer(mallory, claimed_user="alice-a")  # mallory also claims to be alice
     db = redis.Redis.from_url(stack.redis.url)
@@ -138,3 +139,22 @@ def test_a_user_cannot_reach_another_users_state(secure):
         "[별명: 말로리]", "[취미: 훔쳐보기]"}
     assert int(db.get(KEYS.face("mallory-a"))) == 3 and int(db.get(KEYS.face("alice-a"))) == 2
     assert [t.user_text for t in stub.ListTurns(gateway_pb2.ListTurnsRequest(), metadata=a).turns] == ["로라야 안녕"]
+
+
+def test_the_command_line_clients_use_tokens(secure, tmp_path):
+    stack, _, address = secure
+    token = create_token(stack, "cli-user")
+
+    def ohlora(*args: str, token_value: str | None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "OHLORA_TOKEN"}
+        if token_value:
+            env["OHLORA_TOKEN"] = token_value
+        return subprocess.run([sys.executable, "-m", "ohlora.cli", *args, "--gateway", address], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    assert ohlora("memory", "add", "[좋아하는 차: 녹차]", token_value=token).returncode == 0
+    assert ohlora("memory", "export", token_value=token).stdout == "[좋아하는 차: 녹차]\n"
+    refused = ohlora("memory", "list", token_value=None)
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr and "ohlora tokens create" in refused.stderr
+    chat = ohlora("chat", "--view", "none", token_value="ohl_not-a-token")
+    assert chat.returncode == 1 and "UNAUTHENTICATED" in chat.stdout and "not valid" in chat.stdout
