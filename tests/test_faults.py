@@ -248,3 +248,34 @@ def test_redis_down_the_user_is_told_and_nothing_false_is_reported(faulty):
     assert record.status == "incomplete" and record.user_text == "나 내일 시험이야"
     memories = faulty.stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("nora")).memories
     assert not [m for m in memories if m.turn_id == record.turn_id]
+
+
+def test_redis_killed_mid_conversation_loses_nothing(faulty):
+    """kill -9 of Redis itself (no shutdown, no AOF rewrite on the way out), with the default `appendfsync
+    everysec`: Redis writes each command to the AOF before it replies, so a process crash right after a turn
+    settles loses nothing that was acknowledged. (A power loss could lose the last second, which `appendfsync
+    always` prevents; that cannot be tested here, docs/reliability.md.)"""
+    user = "kira"
+
+    def crash_and_restart() -> bool:
+        proc = faulty.redis.proc
+        assert proc is not None
+        proc.kill()  # SIGKILL
+        proc.wait(10)
+        faulty.redis.start()
+        return True
+
+    assert redis.Redis.from_url(faulty.redis.url).config_get("appendfsync") == {"appendfsync": "everysec"}
+    faulty.stub.AddMemory(gateway_pb2.AddMemoryRequest(text="[좋아하는 계절: 가을]"), metadata=md(user))
+    turn(faulty, user, "나 내일 시험이야")
+    hook = once(lambda e: e.HasField("reply_final"), crash_and_restart)
+    events, _ = turn(faulty, user, "로라야 나 떨려", hook)
+    assert hook.done and "error" not in kinds(events), events
+    before = turn_log(faulty, user)
+    memories_before = {m.text for m in faulty.stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md(user)).memories}
+    crash_and_restart()  # immediately after the turn settled: its last writes must already be on disk
+    after = turn_log(faulty, user)
+    memories_after = {m.text for m in faulty.stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md(user)).memories}
+    assert [(t.turn_id, t.status, t.reply) for t in after] == [(t.turn_id, t.status, t.reply) for t in before]
+    assert [t.status for t in after] == ["ok", "ok"] and memories_after == memories_before
+    assert "[좋아하는 계절: 가을]" in memories_after
