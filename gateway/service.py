@@ -95,42 +95,52 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         size = request.size
         fmt = request.format or face_pb2.IMAGE_FORMAT_JPEG
         animator = Animator(started=time.monotonic())
-        async with self.store.gesture_events(uid) as events:
-            listener = asyncio.create_task(self._listen(events, animator))
-            try:
-                next_at = time.monotonic()
-                while True:
-                    face = await self._face_of(uid)
-                    count = self.settings.frames_per_batch
-                    weights = [animator.next_frame(next_at + i / fps) for i in range(count)]
-                    render = face_pb2.RenderRequest(
-                        face_id=face, format=fmt, size=size,
-                        expressions=[common_pb2.Expression(eyes=e, mouth=m, pose=p) for e, m, p in weights],
-                    )
-                    try:
-                        frames = [f async for f in self.down.face.Render(render, timeout=self.settings.face_deadline)]
-                    except grpc.aio.AioRpcError as exc:
-                        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                            raise  # a bad size or format: retrying cannot help, the caller hears why
-                        log.warning("face render failed: %s", exc.details())
-                        await asyncio.sleep(1.0)
-                        next_at = time.monotonic()
-                        continue
-                    for frame in frames:
-                        delay = next_at - time.monotonic()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        yield frame
-                        next_at = max(next_at + 1 / fps, time.monotonic() - 1.0)
-            finally:
-                listener.cancel()
+        listener = asyncio.create_task(self._listen(uid, animator))
+        try:
+            next_at = time.monotonic()
+            while True:
+                face = await self._face_of(uid)
+                count = self.settings.frames_per_batch
+                weights = [animator.next_frame(next_at + i / fps) for i in range(count)]
+                render = face_pb2.RenderRequest(
+                    face_id=face, format=fmt, size=size,
+                    expressions=[common_pb2.Expression(eyes=e, mouth=m, pose=p) for e, m, p in weights],
+                )
+                try:
+                    frames = [f async for f in self.down.face.Render(render, timeout=self.settings.face_deadline)]
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        raise  # a bad size or format: retrying cannot help, the caller hears why
+                    log.warning("face render failed: %s", exc.details())
+                    await asyncio.sleep(1.0)
+                    next_at = time.monotonic()
+                    continue
+                for frame in frames:
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    yield frame
+                    next_at = max(next_at + 1 / fps, time.monotonic() - 1.0)
+        finally:
+            listener.cancel()
 
-    @staticmethod
-    async def _listen(events, animator: Animator) -> None:
-        async for message in events.listen():
-            if message.get("type") == "message":
-                target = json.loads(message["data"])["gesture"]
-                animator.answer(tuple(target), time.monotonic())
+    async def _listen(self, uid: str, animator: Animator) -> None:
+        """Feeds the user's gestures (Redis pub/sub, from a turn on any replica) to this stream's animator.
+
+        A subscription does not survive a Redis restart, so a lost one is made again (tests/test_faults.py)."""
+        while True:
+            try:
+                async with self.store.gesture_events(uid) as events:
+                    while True:
+                        message = await events.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None and message.get("type") == "message":
+                            target = json.loads(message["data"])["gesture"]
+                            animator.answer(tuple(target), time.monotonic())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: the face keeps idling; subscribe again when it is back
+                log.warning("gesture subscription lost (%s); subscribing again", exc)
+                await asyncio.sleep(0.5)
 
     # ------------------------------------------------------------------ memories
     async def ListMemories(self, request, context) -> gateway_pb2.ListMemoriesResponse:

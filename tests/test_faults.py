@@ -279,3 +279,30 @@ def test_redis_killed_mid_conversation_loses_nothing(faulty):
     assert [(t.turn_id, t.status, t.reply) for t in after] == [(t.turn_id, t.status, t.reply) for t in before]
     assert [t.status for t in after] == ["ok", "ok"] and memories_after == memories_before
     assert "[좋아하는 계절: 가을]" in memories_after
+
+
+def test_a_watch_stream_keeps_reacting_to_answers_after_a_redis_restart(faulty):
+    """Gestures reach Watch streams through Redis pub/sub; after Redis restarts, the open stream must still move
+    to the expression of the next answer. Frames are read continuously (a real client keeps reading)."""
+    watch = faulty.stub.Watch(gateway_pb2.WatchRequest(fps=30), metadata=md("wanda"), timeout=300)
+    seen: list[tuple[float, float, float]] = []
+
+    def read() -> None:
+        try:
+            for frame in watch:
+                seen.append((frame.expression.eyes, frame.expression.mouth, frame.expression.pose))
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    while len(seen) < 5:
+        time.sleep(0.05)
+    faulty.redis.stop()
+    faulty.redis.start()
+    time.sleep(2.0)
+    events, _ = turn(faulty, "wanda", "로라야 안녕")
+    target = next(e.expression for e in events if e.HasField("expression"))
+    time.sleep(4.0)  # the gesture eases in and out over about 2.3 s
+    watch.cancel()
+    closest = min(abs(e - target.eyes) + abs(m - target.mouth) + abs(p - target.pose) for e, m, p in seen)
+    assert closest < 1e-3, "the face still answers after the restart"
