@@ -42,6 +42,9 @@ CHANNEL_OPTIONS = [
     ("grpc.service_config", SERVICE_CONFIG),
     ("grpc.enable_retries", 1),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # A restarted service is used again within a second (gRPC's default backoff grows to 120 s while it is down).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 

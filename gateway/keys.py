@@ -14,6 +14,14 @@ class Keys:
     def schema(self) -> str:
         return f"{self.prefix}:schema"
 
+    def tokens(self) -> str:
+        """Hash: sha256(token) hex -> JSON {id, user, label, created}. Tokens themselves are never stored."""
+        return f"{self.prefix}:tokens"
+
+    def rate(self, uid: str, bucket: str) -> str:
+        """Hash {tokens, at}: one per-user token bucket ("turn" or "call"), expiring when full again."""
+        return f"{self._user(uid)}:rate:{bucket}"
+
     def _user(self, uid: str) -> str:
         return f"{self.prefix}:user:{uid}"
 

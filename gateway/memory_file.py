@@ -12,7 +12,15 @@ def parse_line(line: str) -> Fact | None:
     if len(line.replace(" ", "")) < 3:  # the original's retrieval skips such lines too
         return None
     try:
-        return to_fact(check_memory(line))
+        # The original's normaliser is not idempotent ("0 :0" -> "[0 : 0]" -> "[0: 0]"); repeating it makes
+        # what is stored a fixed point, so an exported file imports to exactly the same memories.
+        text = check_memory(line)
+        for _ in range(len(text)):  # each pass only removes characters, so this ends
+            again = check_memory(text)
+            if again == text:
+                break
+            text = again
+        return to_fact(text)
     except Reject:
         return None
 

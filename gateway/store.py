@@ -17,6 +17,10 @@ from dataclasses import asdict, dataclass
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.keys import SCHEMA_VERSION, Keys
 from ohlora.errors import OhloraError
@@ -81,6 +85,9 @@ return 0
 """
 
 
+REDIS_RETRIES = 8
+
+
 class RedisStore:
     def __init__(self, client: aioredis.Redis, keys: Keys, turn_log_length: int = 1000) -> None:
         self.redis = client
@@ -92,7 +99,14 @@ class RedisStore:
 
     @classmethod
     def connect(cls, url: str, prefix: str = "ohlora", turn_log_length: int = 1000) -> "RedisStore":
-        client = aioredis.from_url(url, decode_responses=False, health_check_interval=10, socket_connect_timeout=5)
+        # A restarting Redis (AOF reload) is ridden through: each command retries on a dropped or refused
+        # connection for about 5.5 s (0.1 + 0.2 + 0.4 + 0.8 + 4 x 1 s), reconnecting by itself; a longer outage
+        # reaches the caller as UNAVAILABLE (ohlora.errors.status_for).
+        client = aioredis.from_url(
+            url, decode_responses=False, health_check_interval=10, socket_connect_timeout=5, socket_timeout=10,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=REDIS_RETRIES),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         return cls(client, Keys(prefix), turn_log_length)
 
     async def close(self) -> None:
@@ -133,6 +147,9 @@ class RedisStore:
         if not result[0]:
             return None, []
         return record, [r.decode() for r in result[1:]]
+
+    async def count_memories(self, uid: str) -> int:
+        return int(await self.redis.hlen(self.keys.memories(uid)))
 
     async def forget(self, uid: str, memory_id: str) -> bool:
         return bool(await self.redis.hdel(self.keys.memories(uid), memory_id))

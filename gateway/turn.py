@@ -16,16 +16,17 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 
 from gateway.downstream import Downstream
+from gateway.inputs import chat_text, has_terminal_control, model_text, strip_terminal_control
 from gateway.store import RedisStore, squash
 from ohlora.config import GatewaySettings
-from ohlora.errors import InvalidInput, status_for
+from ohlora.errors import status_for
 from ohlora.v1 import common_pb2, face_pb2, gateway_pb2, llm_pb2
 from services.llm_memory.task import Fact
 from services.llm_pose.task import NEUTRAL, ExpressionWords, draw_weights
@@ -81,13 +82,21 @@ class TurnRunner:
         self._running: set[asyncio.Task[None]] = set()
 
     def validate(self, text: str) -> str:
-        if not text or not text.strip():
-            raise InvalidInput("the message is empty; type something to say to Oh-LoRA")
-        if len(text) > self.settings.max_text_chars:
-            raise InvalidInput(f"the message is {len(text)} characters long; the limit is {self.settings.max_text_chars}")
-        return text
+        """The cleaned text, or raises (empty, too long, prompt markers): see gateway.inputs."""
+        return chat_text(text, self.settings.max_text_chars)
 
-    async def run(self, uid: str, text: str) -> AsyncIterator[gateway_pb2.ChatEvent]:
+    async def run(
+        self, uid: str, text: str, admit: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[gateway_pb2.ChatEvent]:
+        """The turn's events. Bad input and a refused rate limit end in one error event and change no state."""
+        try:
+            if admit is not None:
+                await admit()
+            text = self.validate(text)
+        except Exception as exc:
+            code, message = status_for(exc)
+            yield gateway_pb2.ChatEvent(error=gateway_pb2.ChatError(code=code.value[0], message=message))
+            return
         queue: asyncio.Queue[gateway_pb2.ChatEvent | None] = asyncio.Queue()
         task = asyncio.create_task(self._turn(uid, text, queue.put_nowait))
         self._running.add(task)
@@ -115,7 +124,6 @@ class TurnRunner:
             async with self.store.user_lock(uid, self.settings.turn_wait_seconds):
                 await self.store.start_turn(uid, turn_id, text)
                 try:
-                    self.validate(text)
                     await self._steps(uid, turn_id, text, record, event)
                 except Exception as exc:  # every failure ends as an error event and a logged outcome
                     record.status = "error"
@@ -141,6 +149,7 @@ class TurnRunner:
             record.warnings.append(message)
             event(warning=message)
 
+        text = model_text(text)
         check = await down.message.CheckInput(llm_pb2.CheckInputRequest(text=text), timeout=s.check_deadline)
         if not check.ok:
             record.status = "refused"
@@ -218,20 +227,20 @@ class TurnRunner:
             if first:
                 timing("first_chunk", clock.ms())
                 first = False
-            if kind == "delta":
-                event(reply_delta=chunk.delta)
+            if kind == "delta":  # model text never carries terminal control to the client (gateway.inputs)
+                event(reply_delta=strip_terminal_control(chunk.delta))
             elif kind == "reset":
                 event(reply_reset=chunk.reset)
             elif kind == "done":
                 timing("reply", clock.ms())
-                return chunk.done.text
+                return strip_terminal_control(chunk.done.text)
         raise RuntimeError("the message service ended the reply without a final chunk")
 
     async def _summarize(self, final_input: str, reply: str) -> str | None:
         response = await self.down.summary.Summarize(
             llm_pb2.SummarizeRequest(final_input=final_input, reply=reply), timeout=self.settings.summary_deadline
         )
-        return response.summary if response.HasField("summary") else None
+        return strip_terminal_control(response.summary) if response.HasField("summary") else None
 
     async def _expression(self, reply: str, warn: Callable[[str], None]) -> tuple[float, float, float]:
         try:
@@ -256,11 +265,17 @@ class TurnRunner:
             return
         if not isinstance(fact, Fact):
             return
+        if has_terminal_control(fact.text):
+            warn("the extracted memory held control characters and was not remembered")
+            return
         vector, embedder = None, ""
         try:
             embedded = await self.down.memory.Embed(llm_pb2.EmbedRequest(texts=[fact.text], kind="passage"), timeout=self.settings.embed_deadline)
             vector, embedder = np.array(embedded.embeddings[0].values, dtype=np.float32), embedded.embedder_id
         except grpc.aio.AioRpcError as exc:
             log.info("memory stored without a cached vector: %s", describe(exc))
+        if await self.store.count_memories(uid) >= self.settings.max_memories:
+            warn(f"Oh-LoRA's memory of you is full ({self.settings.max_memories}); {fact.text} was not remembered")
+            return
         added, _replaced = await self.store.add_memory(uid, fact, "extracted", turn_id, True, vector, embedder)
         record.memory_written = added.text if added else ""

@@ -230,7 +230,9 @@ def memory_add(text: str, gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt
     from ohlora.v1 import gateway_pb2
 
     added = _memory_call("AddMemory", gateway_pb2.AddMemoryRequest(text=text), gateway, user, token)
-    typer.echo(f"{added.id}\t{added.text}")
+    from ohlora.chat import safe
+
+    typer.echo(f"{added.id}\t{safe(added.text)}")
 
 
 @memory_app.command("forget")
@@ -258,7 +260,91 @@ def memory_export(gateway: GatewayOpt = "127.0.0.1:50051", user: UserOpt = "loca
     """Print all memories in the original's format (one [key: value] per line)."""
     from ohlora.v1 import gateway_pb2
 
-    sys.stdout.write(_memory_call("ExportMemories", gateway_pb2.ExportMemoriesRequest(), gateway, user, token).content)
+    from ohlora.chat import safe
+
+    sys.stdout.write(safe(_memory_call("ExportMemories", gateway_pb2.ExportMemoriesRequest(), gateway, user, token).content))
+
+
+tokens_app = typer.Typer(
+    help="Bearer tokens for a gateway with auth on ([gateway] auth = true); talks to the gateway's Redis.",
+    no_args_is_help=True, rich_markup_mode=None,
+)
+app.add_typer(tokens_app, name="tokens")
+RedisOpt = Annotated[Optional[str], typer.Option(help="Redis URL (else the config's gateway.redis_url).")]
+
+
+def _tokens(config: Path | None, redis_url: str | None, action):
+    """Runs one TokenStore action against the configured Redis; a Redis error ends with exit code 1."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    from gateway.auth import TokenStore
+    from gateway.keys import Keys
+
+    settings = settings_or_exit(config).gateway
+
+    async def run():
+        client = aioredis.from_url(redis_url or settings.redis_url, socket_connect_timeout=5)
+        try:
+            return await action(TokenStore(client, Keys(settings.key_prefix)))
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except RedisError as exc:
+        typer.echo(f"error: Redis at {redis_url or settings.redis_url}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@tokens_app.command("create")
+def tokens_create(
+    user: Annotated[str, typer.Option(help="The user id the token acts as.")],
+    label: Annotated[str, typer.Option(help="A note for `tokens list` (whose device, ...).")] = "",
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+) -> None:
+    """Create a token for a user; it is printed once and only its sha256 is stored."""
+    from ohlora.errors import InvalidInput
+
+    try:
+        token, record = _tokens(config, redis_url, lambda store: store.create(user, label))
+    except InvalidInput as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"token id {record.id} for user {record.user} (shown once; keep it secret):", err=True)
+    typer.echo(token)
+
+
+@tokens_app.command("list")
+def tokens_list(config: ConfigOpt = None, redis_url: RedisOpt = None) -> None:
+    """List tokens: id, user, created, label (never the token)."""
+    import time
+
+    from ohlora.chat import safe
+
+    for r in _tokens(config, redis_url, lambda store: store.list()):
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created))
+        typer.echo(f"{r.id}\t{r.user}\t{created}Z\t{safe(r.label)}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[Optional[str], typer.Argument(help="Token id from `tokens list`.")] = None,
+    user: Annotated[Optional[str], typer.Option(help="Revoke every token of this user instead.")] = None,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+) -> None:
+    """Revoke one token (by id) or all of a user's; calls with it get UNAUTHENTICATED at once."""
+    if (token_id is None) == (user is None):
+        typer.echo("error: give a token id or --user, not both", err=True)
+        raise typer.Exit(2)
+    gone = _tokens(config, redis_url, lambda store: store.revoke(token_id, user))
+    typer.echo(f"revoked {gone} token(s)")
+    if not gone:
+        raise typer.Exit(1)
 
 
 DataOpt = Annotated[Path, typer.Option(help="Folder for Redis data and logs.")]

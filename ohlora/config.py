@@ -135,6 +135,19 @@ class GatewaySettings(BaseModel):
     max_fps: float = 30.0
     frames_per_batch: int = 5
     turn_log_length: int = 1000
+    # Security and limits (docs/reliability.md). With auth on, every call needs "authorization: Bearer <token>"
+    # (tokens come from `ohlora tokens create`) and the user is the token's; x-ohlora-user is then ignored.
+    auth: bool = False
+    # Per-user token buckets shared by all replicas (in Redis): sustained rate per minute and burst.
+    turns_per_minute: float = 30.0
+    turn_burst: int = 10
+    calls_per_minute: float = 600.0
+    call_burst: int = 60
+    # Size limits: one memory's text, memories per user, one import file.
+    max_memory_chars: int = 200
+    max_memories: int = 1000
+    max_import_bytes: int = 256 * 1024
+
     # TLS to the model services (PEM files). The CA set = TLS; cert and key set too = mutual TLS.
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None

@@ -35,6 +35,18 @@ class AlreadyExists(OhloraError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class Unauthenticated(OhloraError):
+    """No bearer token, or one that is unknown or revoked (gateway with auth on)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class LimitExceeded(OhloraError):
+    """A per-user rate limit or a size limit: the message says which limit and when to retry."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and the caller-facing message for any exception, decided in one place.
 

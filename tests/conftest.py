@@ -75,3 +75,40 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_preset_config(tmp_path_factory) -> Path:
+    """Tiny models fine-tuned once on a few examples (they answer in the original's format), recall always on."""
+    from ohlora.tiny import build_tiny_preset
+
+    # OHLORA_TEST_PRESET_CACHE=/some/dir keeps the built preset between local runs (CI builds it fresh).
+    cache = os.environ.get("OHLORA_TEST_PRESET_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("trained-shared")
+    config = root / "ohlora.toml"
+    if not config.exists():
+        preset = build_tiny_preset(root / "models", trained=True)
+        config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
+    return config
+
+
+@pytest.fixture(scope="session")
+def shared_stack(trained_preset_config, tmp_path_factory):
+    """One local stack (Redis, two LLM processes, the sketch face, a gateway with auth off) for the
+    reliability tests; tests start extra gateways on it (auth on, other limits) as they need."""
+    from ohlora.stack import LocalStack
+
+    stack = LocalStack(tmp_path_factory.mktemp("shared-stack"), trained_preset_config)
+    try:
+        yield stack.standard()
+    finally:
+        stack.close()
+
+
+def gateway_for(stack, **settings: object):
+    """Another gateway process on `stack`'s services and Redis, with OHLORA_GATEWAY__* settings."""
+    env = {f"OHLORA_GATEWAY__{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items()}
+    handle = stack.gateway(stack.fast.address, stack.background.address, stack.background.address,
+                           stack.fast.address, stack.face.address, env)
+    handle.wait_serving()
+    return handle

@@ -30,6 +30,7 @@ def _suites() -> dict[str, Callable[[bool], SuiteResult]]:
     from ohlora.bench.gateway import critical_path, gateway_overhead
     from ohlora.bench.llm import consolidated, llm_batching
     from ohlora.bench.mini import mini_quality, mini_timing
+    from ohlora.bench.load import load
 
     return {
         "llm-batching": llm_batching,
@@ -39,10 +40,12 @@ def _suites() -> dict[str, Callable[[bool], SuiteResult]]:
         "critical-path": critical_path,
         "mini-quality": mini_quality,
         "mini-timing": mini_timing,
+        "load": load,
     }
 
 
-SUITES = ("llm-batching", "llm-consolidated", "face", "gateway-overhead", "critical-path", "mini-quality", "mini-timing")
+SUITES = ("llm-batching", "llm-consolidated", "face", "gateway-overhead", "critical-path", "mini-quality", "mini-timing",
+          "load")
 
 
 def format_table(columns: list[str], rows: list[list[object]]) -> str:

@@ -75,7 +75,12 @@ def clean_reply(text: str) -> str:
 
 
 def parse_reply(attempt: Attempt) -> str:
-    return clean_reply(check_reply(attempt.text, attempt.number))
+    reply = clean_reply(check_reply(attempt.text, attempt.number))
+    if not reply.strip():
+        # Found by tests/test_fuzz.py: an answer of only stray symbols ("⇨") passes the original's checks and
+        # cleans to nothing; the original would show an empty line, here the attempt is retried.
+        raise Reject("empty after cleaning")
+    return reply
 
 
 def preview_reply(partial: str) -> str:
