@@ -27,21 +27,12 @@ from gateway.inputs import chat_text, has_terminal_control, model_text, strip_te
 from gateway.store import RedisStore, squash
 from ohlora.config import GatewaySettings
 from ohlora.errors import status_for
+from ohlora.llm.final_input import build_final_input
 from ohlora.v1 import common_pb2, face_pb2, gateway_pb2, llm_pb2
 from services.llm_memory.task import Fact
 from services.llm_pose.task import NEUTRAL, ExpressionWords, draw_weights
 
 log = logging.getLogger(__name__)
-SUMMARY_MARK, QUESTION_MARK = "(오로라 답변 요약)", "(사용자 질문)"
-
-
-def build_final_input(memory: str, summary: str, text: str) -> str:
-    """Exactly the original: a recalled memory wins over the summary; otherwise the plain text."""
-    if memory:
-        return f"{memory} {text}"
-    if summary:
-        return f"{SUMMARY_MARK} {summary} {QUESTION_MARK} {text}"
-    return text
 
 
 @dataclass

@@ -147,3 +147,19 @@ def test_chat_prompts_carry_few_shot_turns_as_earlier_messages():
     assert messages[0]["role"] == "system" and messages[-1] == {"role": "user", "content": "나 고양이 키워"}
     assert [m["role"] for m in messages[1:-1]] == ["user", "assistant"] * len(prompt.examples)
     assert any(answer == "없음" for _, answer in prompt.examples)
+
+
+@pytest.mark.parametrize(
+    "memory,summary,text",
+    [("[상태: 시험 끝남]", "", "로라야 놀자"), ("", "MBTI 는 ENTJ", "그럼 계획파야?"), ("", "", "안녕 [이건] 그냥 말")],
+)
+def test_chat_prompts_take_the_context_out_of_the_user_message(memory, summary, text):
+    from ohlora.llm.final_input import build_final_input, split_final_input
+
+    final_input = build_final_input(memory, summary, text)
+    split = split_final_input(final_input)
+    assert (split.memory, split.summary, split.text) == (memory, summary, text)
+    reply = REPLY_TASK.build_chat(final_input=final_input)
+    assert reply.user == text and (memory or summary or "@@") in reply.system + "@@"
+    assert EXTRACT_TASK.build_chat(final_input=final_input).user == text, "facts come from the user's own words"
+    assert SUMMARY_TASK.build_chat(final_input=final_input, reply=" 응!").user.startswith(f"사용자: {text}\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ohlora.llm.persona import CONTEXT_NOTE
+from ohlora.llm.final_input import split_final_input
 from ohlora.llm.task import (
     ANSWER_END,
     ANSWER_START,
@@ -102,11 +102,11 @@ CHAT_EXAMPLES: tuple[tuple[str, str], ...] = (
 def build_chat(final_input: str) -> ChatPrompt:
     system = (
         "너는 대화에서 사용자에 대해 기억할 사실을 뽑는 도우미야. "
-        f"{CONTEXT_NOTE} "
-        "사용자의 마지막 말에 사용자의 일정, 상태, 감정, 취향, 사는 곳, 가족이나 반려동물처럼 기억할 만한 사실이 있으면 "
+        "사용자의 말에 사용자의 일정, 상태, 감정, 취향, 사는 곳, 가족이나 반려동물처럼 기억할 만한 사실이 있으면 "
         f"[키: 값] 형식으로 딱 하나만 출력해. 기억할 사실이 없으면 {NOTHING} 이라고만 출력해. 설명은 쓰지 마."
     )
-    return ChatPrompt(system=system, user=final_input, examples=CHAT_EXAMPLES)
+    # Only the user's own words: a summary in front is Oh-LoRA's, not a fact about the user.
+    return ChatPrompt(system=system, user=split_final_input(final_input).text, examples=CHAT_EXAMPLES)
 
 
 def adapt_chat(text: str) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ohlora.llm.persona import CONTEXT_NOTE, PERSONA
+from ohlora.llm.final_input import split_final_input
+from ohlora.llm.persona import PERSONA
 from ohlora.llm.task import (
     ANSWER_END,
     ANSWER_START,
@@ -107,23 +108,25 @@ def build_prompt(final_input: str) -> str:
     return f"{final_input} {ANSWER_START}"
 
 
-# Few-shot turns written for this project: short, warm, casual speech, the persona's facts,
-# and both context forms (a remembered fact, a summary of the previous answer).
+# Few-shot turns written for this project: short, warm, casual speech and the persona's facts.
 CHAT_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("로라야 나 다음 주에 발표 있어", "오 발표? 넌 준비 잘하니까 분명 잘할 거야 💪"),
     ("너 무슨 공부해?", "나 샘올대학교 인공지능학과 3학년이야! 요즘 공부가 제일 재밌어"),
-    ("[상태: 감기 걸림] 오늘 뭐 하지?", "감기 걸렸다며? 따뜻한 차 마시고 얼른 나아"),
+    ("오늘 뭐 하지?", "날씨 좋으면 산책 어때? 나도 바람 쐬고 싶다"),
     ("오늘 너무 우울해", "무슨 일 있었어? 내가 다 들어 줄게"),
 )
 
 
 def build_chat(final_input: str) -> ChatPrompt:
+    """Persona and rules; the recalled memory or last summary as context; only the user's words as the message."""
+    turn = split_final_input(final_input)
+    context = f" {turn.context()}. 필요할 때만 자연스럽게 참고해." if turn.context() else ""
     system = (
-        f"{PERSONA} {CONTEXT_NOTE} "
-        "사용자의 마지막 말에 한국어 반말로 한두 문장, 50자 이내로 짧게 대답해. 사용자의 말을 그대로 따라 하지 말고, 예시 대화의 내용을 다시 쓰지 마. "
+        f"{PERSONA}{context} "
+        "사용자의 말에 한국어 반말로 한두 문장, 50자 이내로 짧게 대답해. 사용자의 말이나 예시 대화를 그대로 따라 하지 마. "
         "따옴표와 링크는 쓰지 말고, 이모지는 가끔 하나 정도만 써."
     )
-    return ChatPrompt(system=system, user=final_input, examples=CHAT_EXAMPLES)
+    return ChatPrompt(system=system, user=turn.text, examples=CHAT_EXAMPLES)
 
 
 REPLY_TASK: TaskSpec[str] = TaskSpec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ohlora.llm.final_input import split_final_input
 from ohlora.llm.task import (
     ANSWER_END,
     ANSWER_START,
@@ -57,7 +58,7 @@ def build_chat(final_input: str, reply: str) -> ChatPrompt:
         "너는 대화 요약 도우미야. 사용자의 말과 오로라의 답변을 보고, 오로라가 답한 핵심을 "
         "20자 이내의 한국어 한 줄로 요약해. 요약만 출력해."
     )
-    return ChatPrompt(system=system, user=_exchange(final_input, reply), examples=CHAT_EXAMPLES)
+    return ChatPrompt(system=system, user=_exchange(split_final_input(final_input).text, reply), examples=CHAT_EXAMPLES)
 
 
 SUMMARY_TASK: TaskSpec[str | None] = TaskSpec(
