@@ -56,6 +56,21 @@ async def test_requests_arriving_during_a_batch_join_the_next(engine):
     assert list(engine.recent_batches) == [("message", 1), ("message", 3)]
 
 
+async def test_a_short_row_is_answered_before_its_batch_ends(engine):
+    engine.recent_batches.clear()
+    finished: list[str] = []
+
+    async def run(name: str, settings: GenerationSettings) -> None:
+        update = await final(engine, f"{name} 요청", settings, "message")
+        finished.append(f"{name}:{update.new_tokens}")
+
+    long, short = GenerationSettings(temperature=0.0, max_new_tokens=80), GenerationSettings(temperature=0.0, max_new_tokens=2)
+    await asyncio.gather(run("long", long), run("short", short))  # long is row 0, short row 1 of one batch
+    assert list(engine.recent_batches) == [("message", 2)]
+    assert finished[0] == "short:2" and finished[1].startswith("long:"), finished
+    assert int(finished[1].split(":")[1]) > 20, "the long row really ran on after the short one was answered"
+
+
 async def test_batched_output_equals_single_output(engine):
     prompts = ["로라야", "로라야 오늘 뭐 먹었어? 나는 떡볶이", "안녕"]
     alone = [await final(engine, p, GREEDY, "message") for p in prompts]

@@ -88,13 +88,18 @@ class _RowTemperature(LogitsProcessor):
 
 
 class _BatchMonitor(StoppingCriteria):
-    """Called after every step: decodes each row, streams it, decides which rows are done."""
+    """Called after every step: decodes each row, streams it, decides which rows are done.
+
+    A row that is done gets its final update at once, not when the batch ends: a short answer
+    (an expression) batched with a long one (a summary) is not held back by it.
+    """
 
     def __init__(self, engine: "LLMEngine", batch: list[_Request], prompt_width: int) -> None:
         self.engine = engine
         self.batch = batch
         self.prompt_width = prompt_width
         self.done = [req.max_new == 0 for req in batch]
+        self.delivered = [False] * len(batch)
         self.texts = [""] * len(batch)
         self.counts = [0] * len(batch)
         self.prompt_texts = [engine.decode(req.prompt_ids) for req in batch]
@@ -116,10 +121,18 @@ class _BatchMonitor(StoppingCriteria):
             )
             if finished:
                 self.done[row] = True
+                self.deliver_final(row)
             elif req.stream:
                 # A trailing U+FFFD is an incomplete multi-byte character: wait for its rest.
                 self.engine.deliver(req, GenerationUpdate(text.rstrip("\ufffd"), len(ids), len(req.prompt_ids) + len(ids), False))
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+    def deliver_final(self, row: int) -> None:
+        if self.delivered[row]:
+            return
+        self.delivered[row] = True
+        req, count = self.batch[row], self.counts[row]
+        self.engine.deliver(req, GenerationUpdate(self.texts[row], count, len(req.prompt_ids) + count, True))
 
 
 class LLMEngine:
@@ -294,9 +307,8 @@ class LLMEngine:
         metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
         if elapsed > 0:
             metrics.TOKENS_PER_SECOND.labels(self.name).set(tokens / elapsed)
-        for row, req in enumerate(batch):
-            final = GenerationUpdate(monitor.texts[row], monitor.counts[row], len(req.prompt_ids) + monitor.counts[row], True)
-            self.deliver(req, final)
+        for row in range(len(batch)):
+            monitor.deliver_final(row)  # rows still running when generation stopped, or with nothing to generate
 
     def _adapter_context(self, adapter: str | None):
         """Selects the adapter for a batch; no adapter means the bare base."""
