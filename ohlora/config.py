@@ -61,6 +61,8 @@ class LLMSettings(BaseModel):
     device: str = "auto"
     max_batch_size: int = 8
     max_queue: int = 64
+    # A batch starts no earlier than this after its oldest request arrived, so requests sent together share it.
+    batch_window_ms: float = 20.0
     trust_remote_code: bool = False
     # Longest final input accepted by any task, in characters (bad-input guard).
     max_input_chars: int = 2000

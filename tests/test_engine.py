@@ -56,6 +56,16 @@ async def test_requests_arriving_during_a_batch_join_the_next(engine):
     assert list(engine.recent_batches) == [("message", 1), ("message", 3)]
 
 
+async def test_requests_sent_together_share_a_batch(engine):
+    """A turn sends its reply and memory extraction a few milliseconds apart: they must share one batch."""
+    engine.recent_batches.clear()
+    first = asyncio.create_task(final(engine, "답장 요청", GREEDY, "message"))
+    await asyncio.sleep(0.005)
+    second = asyncio.create_task(final(engine, "기억 요청", GREEDY, "message"))
+    await asyncio.gather(first, second)
+    assert list(engine.recent_batches) == [("message", 2)]
+
+
 async def test_a_short_row_is_answered_before_its_batch_ends(engine):
     engine.recent_batches.clear()
     finished: list[str] = []

@@ -50,6 +50,7 @@ class EngineConfig:
     max_batch_size: int = 8
     max_queue: int = 64
     trust_remote_code: bool = False
+    batch_window_ms: float = 20.0
 
 
 @dataclass
@@ -61,6 +62,7 @@ class _Request:
     updates: asyncio.Queue[GenerationUpdate]
     loop: asyncio.AbstractEventLoop
     cancelled: bool = False
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def max_new(self) -> int:
@@ -145,6 +147,7 @@ class LLMEngine:
         max_batch_size: int = 8,
         max_queue: int = 64,
         name: str = "llm",
+        batch_window_ms: float = 20.0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -153,6 +156,11 @@ class LLMEngine:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.name = name
+        # A batch starts no earlier than this after its oldest request arrived, so requests sent
+        # together (a turn's reply and memory extraction) share one forward pass instead of the
+        # second waiting for the whole first generation. Under load requests have waited longer
+        # than this already, so it costs nothing there.
+        self.batch_window = batch_window_ms / 1000
         eos = tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         ids = {eos} if eos is not None else set()
@@ -190,7 +198,8 @@ class LLMEngine:
                 model.load_adapter(config.adapters[name], adapter_name=name)
         model.to(device)
         model.eval()
-        return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name)
+        return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
+                   config.batch_window_ms)
 
     @staticmethod
     def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -253,6 +262,9 @@ class LLMEngine:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            wait = self._waiting[0].arrived + self.batch_window - time.monotonic()
+            if wait > 0:  # a fresh request: give the ones sent with it a moment to arrive
+                await asyncio.sleep(wait)
             adapter = self._waiting[0].adapter
             batch = [r for r in self._waiting if r.adapter == adapter][: self.max_batch_size]
             self._waiting = [r for r in self._waiting if r not in batch]

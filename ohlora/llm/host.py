@@ -76,6 +76,7 @@ class LLMHost:
             device=llm.device,
             max_batch_size=llm.max_batch_size,
             max_queue=llm.max_queue,
+            batch_window_ms=llm.batch_window_ms,
             trust_remote_code=llm.trust_remote_code,
         )
 
