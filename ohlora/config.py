@@ -61,8 +61,9 @@ class LLMSettings(BaseModel):
     device: str = "auto"
     max_batch_size: int = 8
     max_queue: int = 64
-    # A batch starts no earlier than this after its oldest request arrived, so requests sent together share it.
-    batch_window_ms: float = 20.0
+    # A batch starts no earlier than this after its oldest request arrived, so requests sent together share it
+    # (consolidated mode: a turn's reply and extraction). 0 = off; see docs/llm-services.md.
+    batch_window_ms: float = 0.0
     trust_remote_code: bool = False
     # Longest final input accepted by any task, in characters (bad-input guard).
     max_input_chars: int = 2000

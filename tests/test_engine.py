@@ -22,6 +22,7 @@ async def engine(tiny_models):
         device="cpu",
         max_batch_size=8,
         max_queue=16,
+        batch_window_ms=20.0,
     )
     eng = LLMEngine.load(config)
     eng.start()

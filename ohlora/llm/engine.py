@@ -50,7 +50,7 @@ class EngineConfig:
     max_batch_size: int = 8
     max_queue: int = 64
     trust_remote_code: bool = False
-    batch_window_ms: float = 20.0
+    batch_window_ms: float = 0.0
 
 
 @dataclass
@@ -147,7 +147,7 @@ class LLMEngine:
         max_batch_size: int = 8,
         max_queue: int = 64,
         name: str = "llm",
-        batch_window_ms: float = 20.0,
+        batch_window_ms: float = 0.0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -158,8 +158,8 @@ class LLMEngine:
         self.name = name
         # A batch starts no earlier than this after its oldest request arrived, so requests sent
         # together (a turn's reply and memory extraction) share one forward pass instead of the
-        # second waiting for the whole first generation. Under load requests have waited longer
-        # than this already, so it costs nothing there.
+        # second waiting for the whole first generation. Off by default: on a CPU, prefill is
+        # compute-bound and sharing it delayed the reply's first text (mini, docs/benchmarks.md).
         self.batch_window = batch_window_ms / 1000
         eos = tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
