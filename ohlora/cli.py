@@ -400,7 +400,8 @@ def down(data: DataOpt = Path.home() / ".local" / "share" / "ohlora") -> None:
     raise typer.Exit(run_down(data))
 
 
-models_app = typer.Typer(help="Model weights: download the original's, verified and resumable.", no_args_is_help=True,
+models_app = typer.Typer(help="Model weights: prepare the offline mini preset, or download the original's (verified, resumable).",
+                         no_args_is_help=True,
                          rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 
