@@ -467,10 +467,11 @@ def doctor(
     from ohlora.presets.mini import MiniPreset
     from ohlora.up import SERVICES_FILE
 
-    running = json.loads((data / SERVICES_FILE).read_text()) if (data / SERVICES_FILE).exists() else None
-    if config is None and running is not None:
+    explicit = config is not None or bool(os.environ.get("OHLORA_CONFIG"))
+    running = None if explicit or not (data / SERVICES_FILE).exists() else json.loads((data / SERVICES_FILE).read_text())
+    if running is not None:
         config = Path(running["config"])
-    elif config is None and not os.environ.get("OHLORA_CONFIG") and MiniPreset(default_models_dir() / "mini").config.exists():
+    elif not explicit and MiniPreset(default_models_dir() / "mini").config.exists():
         config = MiniPreset(default_models_dir() / "mini").config
     settings = settings_or_exit(config)
     if running is not None:

@@ -38,7 +38,8 @@ def health_status(address: str, service: str = "", timeout: float = 1.0) -> str:
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the thread that started it dies (Linux), so a supervisor,
     demo or test killed with SIGKILL leaves no model server or Redis behind (holding ports, memory and
-    an AOF folder a restarted Redis would share)."""
+    an AOF folder a restarted Redis would share). Only for children started from threads that live as
+    long as their owner: a child started from a short-lived thread would die with that thread."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -13,7 +13,10 @@ from ohlora.client import die_with_parent
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path, port: int, binary: str | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int, binary: str | None = None, tied_to_parent: bool = False) -> None:
+        """`tied_to_parent`: the server gets SIGTERM when the thread that starts it ends (die_with_parent).
+        For owners that start it from a thread that lives as long as they do (`ohlora up`, a demo),
+        not for callers that restart it from short-lived threads."""
         self.binary = binary or shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server not found: install it (Debian: apt-get install redis-server; `make redis`)")
@@ -21,13 +24,15 @@ class RedisServer:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tied_to_parent = tied_to_parent
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
              "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
-            stdout=open(self.data_dir / "redis.log", "ab"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+            stdout=open(self.data_dir / "redis.log", "ab"), stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if self.tied_to_parent else None,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url)

@@ -17,7 +17,7 @@ class LocalStack:
         self.root = root
         self.config = config
         self.handles: list[ServiceProcessHandle] = []
-        self.redis = RedisServer(root / "redis", free_port()).start()
+        self.redis = RedisServer(root / "redis", free_port(), tied_to_parent=True).start()
 
     def service(self, *args: str, env: dict[str, str] | None = None) -> ServiceProcessHandle:
         handle = ServiceProcessHandle(list(args), free_port(), self.root / f"{args[1]}-{len(self.handles)}.log", env)

@@ -98,7 +98,7 @@ class Supervisor:
 
 def run_up(config: Path, data: Path, port: int, detach: bool, chat_args: dict) -> int:
     data.mkdir(parents=True, exist_ok=True)
-    redis = RedisServer(data / "redis", free_port()).start()
+    redis = RedisServer(data / "redis", free_port(), tied_to_parent=True).start()
     supervisor = Supervisor(data)
     llm_port, face_port = free_port(), free_port()
     llm_address, face_address = f"127.0.0.1:{llm_port}", f"127.0.0.1:{face_port}"

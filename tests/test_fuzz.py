@@ -2,16 +2,19 @@
 validation, plus a bounded fuzz run of that validation through a real gateway over gRPC.
 
 Example counts are bounded so the whole file stays under a minute or two in CI; hypothesis keeps
-failing examples in .hypothesis/ so a failure found once is replayed first."""
+failing examples in .hypothesis/ so a failure found once is replayed first. Under CI=true the runs are
+derandomized (same examples every run), so a CI result is reproducible; locally they explore freely.
+Failures found once are kept as explicit @example cases."""
 
 from __future__ import annotations
 
 import math
+import os
 import unicodedata
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.inputs import (
@@ -32,7 +35,8 @@ from services.llm_message.task import parse_reply, preview_reply
 from services.llm_pose.task import EYES_WORDS, MOUTH_WORDS, POSE_WORDS, ExpressionWords, check_expression, draw_weights
 from services.llm_summary.task import check_summary
 
-FAST = settings(max_examples=300, deadline=None)
+IN_CI = os.environ.get("CI") == "true"
+FAST = settings(max_examples=300, deadline=None, derandomize=IN_CI)
 # Text that hits the parsers' interesting characters often: brackets, colons, markers, controls, Korean.
 PIECES = st.sampled_from(["[", "]", "(", ")", ":", ": ", " ", "  ", "답변 종료", ANSWER_END, "(사용자 질문)", "요약)",
                           "눈 ", "입 ", "고개 돌림 ", "보통", "크게", "작게", "없음", "많이", ",", "http", "�", "\u200b",
@@ -65,6 +69,7 @@ def test_reply_preview_never_crashes_or_shows_the_end_mark(text):
 
 @FAST
 @given(TEXT)
+@example("0 :0")  # found in CI: the original's normalisation changes spacing on a second pass
 def test_memory_parser_yields_one_clean_key_value_or_rejects(text):
     try:
         checked = check_memory(text)
@@ -76,7 +81,10 @@ def test_memory_parser_yields_one_clean_key_value_or_rejects(text):
         return
     assert fact.text.startswith("[") and fact.text.endswith("]") and fact.text.count(":") == 1
     assert fact.key and fact.value and "답변 종료" not in fact.text
-    assert to_fact(check_memory(fact.text)) == fact, "a parsed memory parses to itself"
+    again = to_fact(check_memory(fact.text))
+    # The original's normalisation is not idempotent on spacing ("0 :0" -> "[0 : 0]" -> "[0: 0]"), and the
+    # parser must stay the original's; what must hold is that the fact itself survives a second parse.
+    assert again is not None and (again.key, again.value) == (fact.key, fact.value), "a parsed memory keeps its fact"
 
 
 @FAST
@@ -188,7 +196,8 @@ def test_memory_fact_is_exactly_what_was_typed_or_refused(text):
 # ------------------------------------------------------------------ bounded fuzz run over gRPC
 OK_CODES = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.ALREADY_EXISTS}
-GRPC = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+GRPC = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+               derandomize=IN_CI)
 
 
 @pytest.fixture(scope="module")

@@ -376,8 +376,8 @@ def test_doctor_reports_a_healthy_stack_and_names_fixes(stack, tmp_path):
     broken = subprocess.run([*cmd[:5], str(broken_config), *cmd[6:]], env=env, capture_output=True, text=True, timeout=120)
     assert broken.returncode == 1
     out = broken.stdout
-    assert "/nowhere/base does not exist" in out and "fix: start Redis" in out
-    assert f"nothing answers at {dead}: start it (`ohlora serve face`)" in out
+    assert "/nowhere/base does not exist" in out and "otherwise start one (redis-server --appendonly yes)" in out
+    assert f"nothing answers at {dead}: start everything with `ohlora up` (or this one with `ohlora serve face`)" in out
     assert "250502_OhLoRA_LLM_SBERT is a hub id and is not downloaded here" in out
     assert "4 problems found" in out
 

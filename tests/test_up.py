@@ -84,7 +84,7 @@ def test_children_die_with_a_killed_parent(tmp_path):
     import subprocess
 
     script = ("import sys, time; from ohlora.client import free_port; from ohlora.redis_server import RedisServer; "
-              f"r = RedisServer(__import__('pathlib').Path({str(tmp_path)!r}), free_port()).start(); "
+              f"r = RedisServer(__import__('pathlib').Path({str(tmp_path)!r}), free_port(), tied_to_parent=True).start(); "
               "print(r.proc.pid, flush=True); time.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     redis_pid = int(parent.stdout.readline())
