@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -112,3 +116,37 @@ def gateway_for(stack, **settings: object):
                            stack.fast.address, stack.face.address, env)
     handle.wait_serving()
     return handle
+
+
+@contextlib.contextmanager
+def servicer_on_loopback(register: Callable[[object], None]) -> Iterator[str]:
+    """A real grpc.aio server in a background thread (its own event loop) for a servicer written in a test;
+    `register(server)` adds the servicer. Yields the address; the server stops when the block ends."""
+    from ohlora.client import free_port
+
+    port, ready, stop = free_port(), threading.Event(), threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            import grpc
+
+            server = grpc.aio.server()
+            register(server)
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            await server.stop(0)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the test's gRPC server did not start")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(5)

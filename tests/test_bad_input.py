@@ -3,21 +3,18 @@ correctly, nothing crashes, and no state is corrupted. docs/reliability.md lists
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import sys
-import threading
 
 import grpc
 import pexpect
 import pytest
 import redis
 
-from conftest import gateway_for
+from conftest import gateway_for, servicer_on_loopback
 from gateway.keys import Keys
 from ohlora.chat import PROMPT, SPEAKER
-from ohlora.client import free_port
 from ohlora.v1 import common_pb2, face_pb2, face_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
 KEYS = Keys()
@@ -252,26 +249,8 @@ class HostileGateway(gateway_pb2_grpc.GatewayServicer):
 
 @pytest.fixture
 def hostile_gateway():
-    port, ready, stop = free_port(), threading.Event(), threading.Event()
-
-    def serve() -> None:
-        async def main() -> None:
-            server = grpc.aio.server()
-            gateway_pb2_grpc.add_GatewayServicer_to_server(HostileGateway(), server)
-            server.add_insecure_port(f"127.0.0.1:{port}")
-            await server.start()
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-            await server.stop(0)
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield f"127.0.0.1:{port}"
-    stop.set()
-    thread.join(5)
+    with servicer_on_loopback(lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(HostileGateway(), server)) as address:
+        yield address
 
 
 def assert_clean(output: str) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pexpect
 import pytest
 
+from conftest import servicer_on_loopback
 from ohlora.chat import FAREWELL, PROMPT, SPEAKER
 from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
 from ohlora.stack import LocalStack
@@ -296,10 +297,7 @@ def test_the_face_shows_in_a_window_when_a_display_is_available(stack):
 def test_idempotent_calls_are_retried_on_unavailable(stack):
     """A memory service whose first Embed answers UNAVAILABLE (a replica restarting): the gateway's
     channel retries it, the turn recalls the memory, and no warning reaches the user."""
-    import asyncio
-    import threading
-
-    from ohlora.v1 import llm_pb2, llm_pb2_grpc
+    from ohlora.v1 import llm_pb2_grpc
 
     calls: list[str] = []
 
@@ -318,27 +316,8 @@ def test_idempotent_calls_are_retried_on_unavailable(stack):
         async def Extract(self, request, context):
             return await self.real.Extract(request)
 
-    port = free_port()
-    ready = threading.Event()
-    stop = threading.Event()
-
-    def serve() -> None:
-        async def main() -> None:
-            server = grpc.aio.server()
-            llm_pb2_grpc.add_MemoryServiceServicer_to_server(FlakyMemory(), server)
-            server.add_insecure_port(f"127.0.0.1:{port}")
-            await server.start()
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-            await server.stop(0)
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        gw = stack.gateway(stack.fast.address, f"127.0.0.1:{port}", stack.background.address,
+    with servicer_on_loopback(lambda server: llm_pb2_grpc.add_MemoryServiceServicer_to_server(FlakyMemory(), server)) as address:
+        gw = stack.gateway(stack.fast.address, address, stack.background.address,
                            stack.fast.address, stack.face.address)
         gw.wait_serving()
         stub = gateway_stub(gw)
@@ -347,9 +326,6 @@ def test_idempotent_calls_are_retried_on_unavailable(stack):
         assert not [e.warning for e in events if e.HasField("warning") and "recall" in e.warning]
         assert calls.count("Embed") >= 2, calls
         assert turns(gw, "nina")[0].final_input == "[좋아하는 음식: 떡볶이] 로라야 안녕"
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def test_doctor_reports_a_healthy_stack_and_names_fixes(stack, tmp_path):
