@@ -215,27 +215,37 @@ class Synthesis(nn.Module):
     def forward(self, wp: torch.Tensor, chunk_elements: int | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """`chunk_elements` caps the activation size a layer processes at once (in values).
 
-        On a CPU, big high-resolution batches run slower per frame than small ones (they
-        fall out of cache), while low-resolution layers gain from the whole batch; capping
-        each layer's chunk keeps both. None = the whole batch in every layer (GPU).
+        On a CPU, a layer's whole-batch activations at 64-256 px are gigabytes that go to
+        memory and back between layers, while one frame's stay in the cache; the small
+        layers, whose cost is reading their weights, gain from the whole batch. So the
+        batch runs through the network together until a layer's activations would exceed
+        the cap, and from there each chunk of frames goes through all remaining layers
+        before the next one starts (depth first). None = the whole batch in every layer (GPU).
         """
         if float(self.lod) != 0.0:
             raise ValueError(f"synthesis.lod is {float(self.lod)}: only full-resolution checkpoints (lod 0) are supported")
-        x: torch.Tensor | None = None
-        styles = []
+        styles: list[list[torch.Tensor]] = [[] for _ in range(self.num_layers)]
+        image = self._run_from(0, None, wp, chunk_elements, styles)
+        return {"image": image, "styles": [torch.cat(parts) for parts in styles]}
+
+    def _run_from(
+        self, start: int, x: torch.Tensor | None, wp: torch.Tensor, chunk_elements: int | None,
+        styles: list[list[torch.Tensor]],
+    ) -> torch.Tensor:
+        """Layers start.. to the image for the frames in wp; appends each layer's styles in frame order."""
         n = wp.shape[0]
-        for i in range(self.num_layers):
+        for i in range(start, self.num_layers):
             layer = getattr(self, f"layer{i}")
             per_frame = layer.bias.numel() * layer.apply_noise.noise.numel()
             step = n if chunk_elements is None else max(1, chunk_elements // per_frame)
-            if step >= n:
-                x, style = layer(x, wp[:, i])
-            else:
-                parts = [layer(None if x is None else x[j : j + step], wp[j : j + step, i]) for j in range(0, n, step)]
-                x, style = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-            styles.append(style)
-        assert x is not None
-        return {"image": getattr(self, f"output{self.num_blocks - 1}")(x), "styles": styles}
+            if step < n:
+                return torch.cat([
+                    self._run_from(i, None if x is None else x[j : j + step], wp[j : j + step], chunk_elements, styles)
+                    for j in range(0, n, step)
+                ])
+            x, style = layer(x, wp[:, i])
+            styles[i].append(style)
+        return getattr(self, f"output{self.num_blocks - 1}")(x)
 
 
 class StyleGANGenerator(nn.Module):
