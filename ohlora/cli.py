@@ -43,24 +43,21 @@ def settings_or_exit(config: Path | None, host: str | None = None, port: int | N
 
 def run_llm_service(tasks: list[str], config: Path | None, host: str | None, port: int | None) -> None:
     from ohlora.llm.host import LLMHost
-    from ohlora.runtime.cpu_memory import keep_freed_memory_if_on_cpu
     from ohlora.runtime.server import ServiceProcess, run_service_process
 
     settings = settings_or_exit(config, host, port)
-    keep_freed_memory_if_on_cpu(settings.llm.device, settings.embedder.device)  # before any thread starts
     llm_host = LLMHost(settings, tasks)
-    run_service_process(ServiceProcess(settings.server, llm_host.bindings(), llm_host.load, llm_host.close))
+    devices = (settings.llm.device, settings.embedder.device)
+    run_service_process(ServiceProcess(settings.server, llm_host.bindings(), llm_host.load, llm_host.close, devices=devices))
 
 
 def run_face_service(config: Path | None, host: str | None, port: int | None) -> None:
-    from ohlora.runtime.cpu_memory import keep_freed_memory_if_on_cpu
     from ohlora.runtime.server import ServiceProcess, run_service_process
     from services.face.servicer import FaceHost, binding
 
     settings = settings_or_exit(config, host, port)
-    keep_freed_memory_if_on_cpu(settings.face.device)  # before any thread starts
     face_host = FaceHost(settings.face)
-    run_service_process(ServiceProcess(settings.server, [binding(face_host)], face_host.load))
+    run_service_process(ServiceProcess(settings.server, [binding(face_host)], face_host.load, devices=(settings.face.device,)))
 
 
 def run_gateway(config: Path | None, host: str | None, port: int | None) -> None:

@@ -35,6 +35,11 @@ def expressions(*rows: tuple[float, float, float]) -> list[common_pb2.Expression
     return [common_pb2.Expression(eyes=e, mouth=m, pose=p) for e, m, p in rows]
 
 
+def test_a_cpu_service_keeps_freed_memory_in_its_heap(sketch_service):
+    """`ohlora serve` sets the heap up for CPU models before threads start (ohlora/runtime/cpu_memory.py)."""
+    assert "freed memory is kept in the heap" in sketch_service.log_path.read_text()
+
+
 def test_lists_the_sketch_faces(sketch_service):
     listed = stub(sketch_service).ListFaces(face_pb2.ListFacesRequest())
     assert listed.renderer == "sketch" and [f.face_id for f in listed.faces] == list(range(6))

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ohlora.config import ServerSettings
 from ohlora.runtime import tls
+from ohlora.runtime.cpu_memory import keep_freed_memory_if_on_cpu
 from ohlora.runtime.interceptors import ServiceInterceptor
 from ohlora.runtime.logging import setup_logging
 from ohlora.runtime.metrics import serve_metrics
@@ -59,8 +60,10 @@ class ServiceProcess:
         load: Callable[[], Awaitable[None]],
         close: Callable[[], Awaitable[None]] | None = None,
         drain_seconds: float = 0.5,
+        devices: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
+        self.devices = devices  # configured devices of its models: on a CPU the heap is set up for them
         self.bindings = bindings
         self.load = load
         self.close = close
@@ -115,6 +118,8 @@ class ServiceProcess:
 
 def run_service_process(process: ServiceProcess) -> None:
     setup_logging(process.settings.log_level)
+    if keep_freed_memory_if_on_cpu(*process.devices):  # before any thread starts (metrics, gRPC)
+        log.info("models on the CPU: freed memory is kept in the heap (OHLORA_KEEP_FREED_MEMORY=0 turns this off)")
     if process.settings.metrics_port is not None:
         port = serve_metrics(process.settings.metrics_port)
         log.info("metrics", extra={"fields": {"port": port}})
