@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ohlora.llm.task import Reject
-from services.llm_memory.task import Fact, check_memory, to_fact
+from services.llm_memory.task import Fact, normalize_memory, to_fact
 
 
 def parse_line(line: str) -> Fact | None:
@@ -12,15 +12,7 @@ def parse_line(line: str) -> Fact | None:
     if len(line.replace(" ", "")) < 3:  # the original's retrieval skips such lines too
         return None
     try:
-        # The original's normaliser is not idempotent ("0 :0" -> "[0 : 0]" -> "[0: 0]"); repeating it makes
-        # what is stored a fixed point, so an exported file imports to exactly the same memories.
-        text = check_memory(line)
-        for _ in range(len(text)):  # each pass only removes characters, so this ends
-            again = check_memory(text)
-            if again == text:
-                break
-            text = again
-        return to_fact(text)
+        return to_fact(normalize_memory(line))  # a fixed point: an exported file imports to the same memories
     except Reject:
         return None
 

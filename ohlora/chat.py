@@ -234,7 +234,7 @@ class ChatClient:
 
 
 def call_metadata(user: str, token: str | None) -> tuple[tuple[str, str], ...]:
-    metadata: tuple[tuple[str, str], ...] = (("x-ohlora-user", user),)
+    metadata: tuple[tuple[str, str], ...] = (("x-ohlora-user", user),)  # gateway/auth.py USER_KEY
     if token:
         metadata += (("authorization", f"Bearer {token}"),)
     return metadata

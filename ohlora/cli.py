@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 SERVICE_TASKS = {f"llm_{task}": task for task in TASK_NAMES}
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (else OHLORA_CONFIG).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", envvar="OHLORA_CONFIG", help="TOML config file.")]
 PortOpt = Annotated[Optional[int], typer.Option(help="Port to listen on (overrides config).")]
 HostOpt = Annotated[Optional[str], typer.Option(help="Address to bind (overrides config).")]
 
@@ -355,10 +355,8 @@ ModelsOpt = Annotated[Optional[Path], typer.Option(help="Models folder (else $OH
 
 def preset_config_or_exit(config: Path | None, preset: str, models: Path | None) -> Path:
     """An explicit --config (or OHLORA_CONFIG) wins; otherwise the preset's config, prepared first if needed."""
-    import os
-
-    if config is not None or os.environ.get("OHLORA_CONFIG"):
-        return config or Path(os.environ["OHLORA_CONFIG"])
+    if config is not None:
+        return config
     from ohlora.errors import ConfigError
     from ohlora.presets import preset_config
 
@@ -461,23 +459,23 @@ def doctor(
     Without --config it checks what `ohlora up` is running from --data, else the mini preset.
     """
     import json
-    import os
 
     from ohlora.doctor import run_doctor
     from ohlora.presets import default_models_dir
     from ohlora.presets.mini import MiniPreset
     from ohlora.up import SERVICES_FILE
 
-    explicit = config is not None or bool(os.environ.get("OHLORA_CONFIG"))
+    explicit = config is not None
     running = None if explicit or not (data / SERVICES_FILE).exists() else json.loads((data / SERVICES_FILE).read_text())
+    mini = MiniPreset(default_models_dir() / "mini").config
     if running is not None:
         config = Path(running["config"])
-    elif not explicit and MiniPreset(default_models_dir() / "mini").config.exists():
-        config = MiniPreset(default_models_dir() / "mini").config
+    elif not explicit and mini.exists():
+        config = mini
     settings = settings_or_exit(config)
     if running is not None:
         settings.gateway.redis_url = running["redis_url"]
-        for name in ("message", "memory", "summary", "pose", "face"):
+        for name in (*TASK_NAMES, "face"):
             setattr(settings.gateway, f"{name}_address", running[name])
     address = gateway or (running["gateway"] if running else "127.0.0.1:50051")
     typer.echo(f"config: {config or 'built-in defaults (the ohlora-v2 preset)'}")

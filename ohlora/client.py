@@ -35,16 +35,25 @@ def health_status(address: str, service: str = "", timeout: float = 1.0) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+def _resolve_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: children outlive a killed parent, as before
+        return None
+
+
+# Looked up once in the parent: a forked child of a threaded process must not dlopen (another thread may
+# have held the loader's lock at fork time); it only calls the function.
+_PRCTL = _resolve_prctl()
+
+
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the thread that started it dies (Linux), so a supervisor,
     demo or test killed with SIGKILL leaves no model server or Redis behind (holding ports, memory and
     an AOF folder a restarted Redis would share). Only for children started from threads that live as
     long as their owner: a child started from a short-lived thread would die with that thread."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: children outlive a killed parent, as before
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class ServiceProcessHandle:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from ohlora.chat import call_metadata
 from ohlora.stack import LocalStack
 from ohlora.v1 import face_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -27,7 +28,7 @@ def run_demo(config: Path, turns: list[str], echo=print) -> None:
         stack.standard()
         echo(f"gateway SERVING on {stack.main.address}; logs in {workdir}")
         stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
-        md = (("x-ohlora-user", "demo"),)
+        md = call_metadata("demo", None)
         face = stub.ChooseFace(gateway_pb2.ChooseFaceRequest(), metadata=md)
         echo(f"Oh-LoRA face vector selected randomly : case No. {face.face_id}")
         for text in turns:

@@ -150,3 +150,52 @@ def servicer_on_loopback(register: Callable[[object], None]) -> Iterator[str]:
     finally:
         stop.set()
         thread.join(5)
+
+
+def md(user: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the user (the gateway with auth off takes the user from here)."""
+    from ohlora.chat import call_metadata
+
+    return call_metadata(user, None)
+
+
+def wait_until(condition: Callable[[], object], seconds: float, what: str) -> None:
+    """Polls until condition() is true; fails naming `what` instead of hanging until pytest's timeout."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+class WatchReader:
+    """Reads a Watch stream in a background thread as a real client keeps doing: (arrival time, frame) pairs,
+    and the error that ended the stream, if any, so a test can report it."""
+
+    def __init__(self, watch) -> None:
+        import grpc
+
+        self.watch = watch
+        self.frames: list[tuple[float, object]] = []
+        self.error: grpc.RpcError | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        import time
+
+        import grpc
+
+        try:
+            for frame in self.watch:
+                self.frames.append((time.monotonic(), frame))
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def since(self, moment: float) -> list[object]:
+        return [frame for at, frame in self.frames if at > moment]
+
+    def wait_frames(self, count: int, seconds: float = 60) -> None:
+        wait_until(lambda: len(self.frames) >= count or self.error is not None, seconds, f"{count} Watch frames")
+        assert len(self.frames) >= count, f"the Watch stream ended: {self.error}"

@@ -244,3 +244,13 @@ def wait_serving(handles: list[Started], timeout: float = 240.0) -> None:
         if pending and time.monotonic() > deadline:
             raise AssertionError(f"{pending[0].name} not SERVING after {timeout}s:\n{pending[0].log()}")
         time.sleep(0.2)
+
+
+def chat(address: str, user: str, text: str = "로라야 안녕", timeout: float = 300) -> list:
+    """Every event of one turn through the gateway at `address`, as `user`."""
+    from ohlora.chat import call_metadata
+    from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        return list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=call_metadata(user, None), timeout=timeout))

@@ -14,7 +14,7 @@ import redis
 
 from conftest import gateway_for
 from gateway.keys import Keys
-from ohlora.v1 import face_pb2, gateway_pb2, gateway_pb2_grpc
+from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
 
 KEYS = Keys()
 

@@ -12,19 +12,15 @@ import pexpect
 import pytest
 import redis
 
-from conftest import gateway_for, servicer_on_loopback
+from conftest import gateway_for, md, servicer_on_loopback
 from gateway.keys import Keys
-from ohlora.chat import PROMPT, SPEAKER
+from ohlora.chat import PROMPT
 from ohlora.v1 import common_pb2, face_pb2, face_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
 KEYS = Keys()
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 HOSTILE = ("\x1b[2J", "\x1b]0;pwned\x07", "\x1b[31m", "\x9b6n", "\x1bP+q\x1b\\", "\x07", "\x1b")
-
-
-def md(user: str) -> tuple[tuple[str, str], ...]:
-    return (("x-ohlora-user", user),)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +69,7 @@ def test_invalid_utf8_at_the_protocol_level_is_invalid_argument(shared_stack, st
     channel = grpc.insecure_channel(shared_stack.main.address)
     raw = lambda b: b  # noqa: E731
     # Field 1 (text), length 4, bytes that are not UTF-8.
-    body = b"\x0a\x04\xff\xfe\xc3\x28"[:2] + b"\xff\xfe\xc3\x28"
+    body = b"\x0a\x04\xff\xfe\xc3\x28"
     chat_call = channel.unary_stream("/ohlora.v1.Gateway/Chat", request_serializer=raw, response_deserializer=raw)
     add_call = channel.unary_unary("/ohlora.v1.Gateway/AddMemory", request_serializer=raw, response_deserializer=raw)
     for call in (lambda: list(chat_call(body, metadata=md("utf8"), timeout=30)),
@@ -134,12 +130,13 @@ def test_emoji_and_mixed_scripts_round_trip(stub):
     assert exported == memory + "\n"
 
 
-def test_face_ids_out_of_range_pick_a_real_face(stub, db):
-    faces = set()
+def test_face_ids_out_of_range_pick_a_real_face(shared_stack, stub, db):
+    face = face_pb2_grpc.FaceServiceStub(grpc.insecure_channel(shared_stack.face.address))
+    real = {f.face_id for f in face.ListFaces(face_pb2.ListFacesRequest(), timeout=30).faces}
     for face_id in (99, -1, 2**31 - 1, -(2**31)):
         chosen = stub.ChooseFace(gateway_pb2.ChooseFaceRequest(face_id=face_id), metadata=md("faces"))
-        assert chosen.random and 0 <= chosen.face_id < 27, chosen
-        faces.add(int(db.get(KEYS.face("faces"))))
+        assert chosen.random and chosen.face_id in real, (chosen, real)
+        assert int(db.get(KEYS.face("faces"))) == chosen.face_id, "the face told is the face kept"
     watch = stub.Watch(gateway_pb2.WatchRequest(fps=10), metadata=md("faces"), timeout=30)
     assert next(iter(watch)).image
     watch.cancel()
@@ -219,7 +216,7 @@ def test_per_user_rate_limits(shared_stack):
                 codes.append(exc.code().name)
                 assert "at most 60 requests per minute" in exc.details()
         assert codes[-1] == "RESOURCE_EXHAUSTED" and codes[0] == "OK"
-        stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("calm")), "other users are not limited"
+        stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("calm"))  # other users are not limited (raises if so)
     finally:
         gw.terminate()
 
@@ -263,25 +260,7 @@ def test_replies_and_memories_never_inject_escapes_into_the_terminal(hostile_gat
 
     env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
-    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", hostile_gateway, "--view", "none"],
-                          env=env, encoding="utf-8", timeout=60)
-    try:
-        child.expect_exact(PROMPT)
-        child.sendline("로라야 안녕")
-        child.expect_exact(SPEAKER)
-        child.expect_exact(PROMPT)
-        child.sendline("/memory list")
-        child.expect_exact(PROMPT)
-        child.sendline("/memory add [색: 파랑]")
-        child.expect_exact(PROMPT)
-        child.sendline("/memory export")
-        child.expect_exact(PROMPT)
-        output = child.before
-        transcript = child.logfile_read
-    finally:
-        child.close(force=True)
-    del transcript, output
-    # Re-run the same conversation capturing everything the terminal received.
+    # The whole conversation, keeping everything the terminal received.
     child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", hostile_gateway, "--view", "none"],
                           env=env, encoding="utf-8", timeout=60)
     seen = []

@@ -12,21 +12,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
-from deploy_support import OHLORA, Host, Started, compose_config, health, in_profile, make_certificates, wait_serving
+from deploy_support import OHLORA, Host, Started, chat, compose_config, health, in_profile, make_certificates, wait_serving
 from ohlora.client import free_port
 from ohlora.presets import default_models_dir
-from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+from ohlora.v1 import gateway_pb2
 
 GPU_HOST_NAME = "ohlora-gpu"  # the name in the GPU host's certificate (OHLORA_TLS_SERVER_NAME's default)
-
-
-def chat(address: str, user: str, text: str = "로라야 안녕") -> list[gateway_pb2.ChatEvent]:
-    with grpc.insecure_channel(address) as channel:
-        stub = gateway_pb2_grpc.GatewayStub(channel)
-        return list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=(("x-ohlora-user", user),), timeout=300))
 
 
 def assert_full_turn(events: list[gateway_pb2.ChatEvent]) -> None:
@@ -104,7 +97,8 @@ def test_redis_from_compose_wants_its_password_and_keeps_an_append_only_file(sin
             ["ps", "-o", "args=", "-p", str(handle.proc.pid)], capture_output=True, text=True).stdout.split()), \
             "the password is not on redis-server's command line"
     finally:
-        assert set(host.stop_all().values()) == {0}
+        codes = host.stop_all()
+    assert set(codes.values()) == {0}, codes
 
 
 def test_gateway_host_reaches_gpu_host_over_mutual_tls(tiny_config, tmp_path):

@@ -25,14 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 
+from deploy_support import OHLORA, chat
 from ohlora.client import health_status
-from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+from ohlora.v1 import gateway_pb2
 
-OHLORA = str(Path(sys.executable).parent / "ohlora")
 HOSTS = {"redis": 10, "gateway": 11, "llm": 12, "face-a": 13, "face-b": 14}
 FACE_PROBLEM = "face service is unavailable"
 
@@ -168,12 +167,6 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         built.close()
 
 
-def chat(address: str, user: str, text: str = "로라야 안녕") -> list[gateway_pb2.ChatEvent]:
-    with grpc.insecure_channel(address) as channel:
-        stub = gateway_pb2_grpc.GatewayStub(channel)
-        return list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=(("x-ohlora-user", user),), timeout=120))
-
-
 def face_warnings(events: list[gateway_pb2.ChatEvent]) -> list[str]:
     return [e.warning for e in events if e.HasField("warning") and FACE_PROBLEM in e.warning]
 
@@ -206,7 +199,7 @@ def stack(lab: Lab, tiny_config) -> str:
 
 def test_a_turn_crosses_every_host_and_face_calls_spread_over_both_replicas(lab, stack):
     for n in range(8):  # each turn probes the face service once; round robin alternates once both are connected
-        events = chat(stack, "netns-user", f"로라야 안녕 {n}")
+        events = chat(stack, "netns-user", f"로라야 안녕 {n}", timeout=120)
         assert any(e.HasField("reply_final") for e in events) and not face_warnings(events), events
         calls = {host: list_faces_calls(lab, host) for host in ("face-a", "face-b")}
         if n >= 3 and all(count >= 1 for count in calls.values()):
@@ -217,12 +210,12 @@ def test_a_turn_crosses_every_host_and_face_calls_spread_over_both_replicas(lab,
 def test_cutting_the_face_host_link_degrades_and_restoring_it_recovers(lab, stack):
     # One replica leaves gracefully (scale down): the gateway stops picking it, no turn notices.
     assert lab.stop("face-b") == 0
-    events = chat(stack, "netns-cut", "로라야 안녕")
+    events = chat(stack, "netns-cut", "로라야 안녕", timeout=120)
     assert not face_warnings(events), "a replica that drained and left is not picked again"
 
     lab.set_link("face-a", up=False)
     try:
-        events = chat(stack, "netns-cut", "로라야 나 왔어")
+        events = chat(stack, "netns-cut", "로라야 나 왔어", timeout=120)
         kinds = [e.WhichOneof("kind") for e in events]
         assert "reply_final" in kinds and "error" not in kinds, "the reply still arrives"
         assert face_warnings(events), f"the face host is unreachable and the user is told: {events}"
@@ -233,7 +226,7 @@ def test_cutting_the_face_host_link_degrades_and_restoring_it_recovers(lab, stac
     turns_after = 0
     while True:
         turns_after += 1
-        events = chat(stack, "netns-cut", "로라야 다시 왔어")
+        events = chat(stack, "netns-cut", "로라야 다시 왔어", timeout=120)
         if not face_warnings(events):
             break
         assert time.monotonic() < deadline, "the face host is back but the gateway does not reach it again"

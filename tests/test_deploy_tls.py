@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from deploy_support import make_certificates
+from deploy_support import OHLORA, make_certificates
 from ohlora.config import GatewaySettings, ServerSettings, load_settings
 from ohlora.errors import ConfigError
 from ohlora.runtime import tls
 
-OHLORA = str(Path(sys.executable).parent / "ohlora")
 
 
 def test_the_redis_password_comes_from_its_file_into_the_url(tmp_path, monkeypatch):

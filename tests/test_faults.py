@@ -16,6 +16,7 @@ import grpc
 import pytest
 import redis
 
+from conftest import WatchReader, md, wait_until
 from ohlora.client import free_port, health_status
 from ohlora.redis_server import RedisServer
 from ohlora.up import Supervised, Supervisor
@@ -80,10 +81,6 @@ def faulty(trained_preset_config, tmp_path_factory):
     finally:
         supervisor.stop()
         server.stop()
-
-
-def md(user: str) -> tuple[tuple[str, str], ...]:
-    return (("x-ohlora-user", user),)
 
 
 def turn(f: Faulty, user: str, text: str, on_event=None) -> tuple[list[gateway_pb2.ChatEvent], float]:
@@ -158,29 +155,16 @@ def test_kill_a_background_or_pose_service_mid_turn_degrades(faulty, service, wo
 
 def test_kill_face_service_mid_watch_and_frames_resume(faulty):
     watch = faulty.stub.Watch(gateway_pb2.WatchRequest(fps=20), metadata=md("watcher"), timeout=300)
-    arrivals: list[float] = []
-
-    def read() -> None:
-        try:
-            for _ in watch:
-                arrivals.append(time.monotonic())
-        except grpc.RpcError:
-            pass
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    while len(arrivals) < 10:
-        time.sleep(0.05)
-    killed_at = time.monotonic()
+    reader = WatchReader(watch)
+    reader.wait_frames(10)
     pid = faulty.kill("face")
     faulty.wait_back("face", pid)
     back_at = time.monotonic()
-    deadline = back_at + 30
-    while not [t for t in arrivals if t > back_at] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    watch.cancel()
-    assert [t for t in arrivals if t > back_at], "the same Watch stream shows the face again after the restart"
-    assert killed_at < back_at
+    try:
+        wait_until(lambda: reader.since(back_at), 30, "a frame after the face service came back")
+    finally:
+        watch.cancel()
+    assert reader.error is None or reader.error.code() == grpc.StatusCode.CANCELLED, reader.error
 
 
 def test_redis_restart_mid_conversation_loses_nothing(faulty):
@@ -239,8 +223,7 @@ def test_redis_down_the_user_is_told_and_nothing_false_is_reported(faulty):
 
     hook = once(lambda e: e.HasField("reply_final"), outage)
     events, _ = turn(faulty, "nora", "나 내일 시험이야", hook)
-    while not down:
-        time.sleep(0.2)
+    wait_until(lambda: down, OUTAGE_SECONDS + 60, "Redis to come back after the outage")
     assert "reply_final" in kinds(events)
     errors = [e.error for e in events if e.HasField("error")]
     assert errors and all(e.code == UNAVAILABLE and "Redis" in e.message for e in errors), events
@@ -285,24 +268,17 @@ def test_a_watch_stream_keeps_reacting_to_answers_after_a_redis_restart(faulty):
     """Gestures reach Watch streams through Redis pub/sub; after Redis restarts, the open stream must still move
     to the expression of the next answer. Frames are read continuously (a real client keeps reading)."""
     watch = faulty.stub.Watch(gateway_pb2.WatchRequest(fps=30), metadata=md("wanda"), timeout=300)
-    seen: list[tuple[float, float, float]] = []
-
-    def read() -> None:
-        try:
-            for frame in watch:
-                seen.append((frame.expression.eyes, frame.expression.mouth, frame.expression.pose))
-        except grpc.RpcError:
-            pass
-
-    threading.Thread(target=read, daemon=True).start()
-    while len(seen) < 5:
-        time.sleep(0.05)
+    reader = WatchReader(watch)
+    reader.wait_frames(5)
     faulty.redis.stop()
     faulty.redis.start()
+    restarted_at = time.monotonic()
     time.sleep(2.0)
     events, _ = turn(faulty, "wanda", "로라야 안녕")
     target = next(e.expression for e in events if e.HasField("expression"))
     time.sleep(4.0)  # the gesture eases in and out over about 2.3 s
     watch.cancel()
-    closest = min(abs(e - target.eyes) + abs(m - target.mouth) + abs(p - target.pose) for e, m, p in seen)
+    after = [f.expression for f in reader.since(restarted_at)]
+    assert after, f"no frame after the restart: {reader.error}"
+    closest = min(abs(e.eyes - target.eyes) + abs(e.mouth - target.mouth) + abs(e.pose - target.pose) for e in after)
     assert closest < 1e-3, "the face still answers after the restart"

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import md as user_md
 from gateway.inputs import (
     KEEP_FORMAT,
     PROMPT_MARKERS,
@@ -30,7 +31,7 @@ from gateway.memory_file import format_memory_file, parse_line, parse_memory_fil
 from ohlora.errors import InvalidInput, LimitExceeded
 from ohlora.llm.task import ANSWER_END, Attempt, Reject
 from ohlora.llm.validation import require_text
-from services.llm_memory.task import check_memory, to_fact
+from services.llm_memory.task import check_memory, parse_memory, to_fact
 from services.llm_message.task import parse_reply, preview_reply
 from services.llm_pose.task import EYES_WORDS, MOUTH_WORDS, POSE_WORDS, ExpressionWords, check_expression, draw_weights
 from services.llm_summary.task import check_summary
@@ -85,6 +86,20 @@ def test_memory_parser_yields_one_clean_key_value_or_rejects(text):
     # The original's normalisation is not idempotent on spacing ("0 :0" -> "[0 : 0]" -> "[0: 0]"), and the
     # parser must stay the original's; what must hold is that the fact itself survives a second parse.
     assert again is not None and (again.key, again.value) == (fact.key, fact.value), "a parsed memory keeps its fact"
+
+
+
+@FAST
+@given(TEXT)
+@example("0 :0")
+def test_an_extracted_memory_survives_export_and_import_unchanged(text):
+    """What the memory task stores is what a re-imported memory file gives back (the spacing included)."""
+    try:
+        fact = parse_memory(Attempt(text=text, number=1, new_tokens=1, total_tokens=1))
+    except Reject:
+        return
+    if fact is not None:
+        assert parse_memory_file(format_memory_file([fact.text])) == ([fact], [])
 
 
 @FAST
@@ -231,7 +246,7 @@ def test_fuzz_memory_requests_over_grpc(fuzz_gateway, text, raw):
     from ohlora.v1 import gateway_pb2
 
     stub, channel = fuzz_gateway
-    md = (("x-ohlora-user", "fuzz-mem"),)
+    md = user_md("fuzz-mem")
     assert code_of(lambda: stub.AddMemory(gateway_pb2.AddMemoryRequest(text=text), metadata=md, timeout=30)) in OK_CODES
     assert code_of(lambda: stub.ImportMemories(gateway_pb2.ImportMemoriesRequest(content=text), metadata=md,
                                                timeout=30)) in OK_CODES
@@ -248,7 +263,7 @@ def test_fuzz_chat_requests_over_grpc(fuzz_gateway, text):
     from ohlora.v1 import gateway_pb2
 
     stub, _ = fuzz_gateway
-    md = (("x-ohlora-user", "fuzz-chat"),)
+    md = user_md("fuzz-chat")
     events = list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=md, timeout=60))
     errors = [e.error for e in events if e.HasField("error")]
     assert len(errors) == 1, events

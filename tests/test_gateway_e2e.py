@@ -13,44 +13,24 @@ import numpy as np
 import pexpect
 import pytest
 
-from conftest import servicer_on_loopback
+from conftest import md, servicer_on_loopback
 from ohlora.chat import FAREWELL, PROMPT, SPEAKER
 from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
-from ohlora.stack import LocalStack
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
-
-
-@pytest.fixture(scope="module")
-def trained_config(trained_preset_config) -> Path:
-    """The session's fine-tuned tiny preset (conftest), recall threshold -1: any cosine counts."""
-    return trained_preset_config
-
-
-@pytest.fixture(scope="module")
-def stack(trained_config, tmp_path_factory):
-    s = LocalStack(tmp_path_factory.mktemp("stack"), trained_config)
-    try:
-        yield s.standard()
-    finally:
-        s.close()
 
 
 def gateway_stub(handle: ServiceProcessHandle) -> gateway_pb2_grpc.GatewayStub:
     return gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(handle.address))
 
 
-def md(user: str) -> tuple[tuple[str, str], ...]:
-    return (("x-ohlora-user", user),)
-
-
 def turns(handle: ServiceProcessHandle, user: str) -> list[gateway_pb2.Turn]:
     return list(gateway_stub(handle).ListTurns(gateway_pb2.ListTurnsRequest(limit=20), metadata=md(user)).turns)
 
 
-def test_a_person_chats_in_the_terminal(stack):
+def test_a_person_chats_in_the_terminal(shared_stack):
     env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
     child = pexpect.spawn(
-        sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", stack.main.address, "--user", "alice", "--view", "halfblock"],
+        sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", shared_stack.main.address, "--user", "alice", "--view", "halfblock"],
         env=env, encoding="utf-8", timeout=90, dimensions=(60, 120),
     )
     try:
@@ -71,15 +51,15 @@ def test_a_person_chats_in_the_terminal(stack):
     finally:
         child.close(force=True)
     assert reply_line.strip(), "the person sees a reply"
-    log = turns(stack.main, "alice")
+    log = turns(shared_stack.main, "alice")
     assert [t.user_text for t in log] == ["나 내일 시험이야", "로라야 나 떨려"]
     assert all(t.status == "ok" for t in log), [(t.status, list(t.errors)) for t in log]
     assert log[0].memory_written == "[상태: 시험 준비]"
     assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려", "the fact of turn 1 is recalled in turn 2"
 
 
-def test_without_a_memory_the_summary_carries_over(stack):
-    stub = gateway_stub(stack.main)
+def test_without_a_memory_the_summary_carries_over(shared_stack):
+    stub = gateway_stub(shared_stack.main)
     # The summary model samples (T=0.6, 3 attempts, as the original) and may fail a turn, which resets
     # the summary; a few users make the test independent of that chance.
     for attempt in range(4):
@@ -87,7 +67,7 @@ def test_without_a_memory_the_summary_carries_over(stack):
         for text in ["로라야 안녕", "로라야 뭐 해?"]:
             events = list(stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=md(user)))
             assert any(e.HasField("reply_final") for e in events)
-        first, second = turns(stack.main, user)
+        first, second = turns(shared_stack.main, user)
         assert first.memory_written == ""
         if first.summary:
             assert second.final_input == f"(오로라 답변 요약) {first.summary} (사용자 질문) 로라야 뭐 해?"
@@ -96,11 +76,11 @@ def test_without_a_memory_the_summary_carries_over(stack):
     else:
         pytest.fail("no first turn produced a summary in 4 tries")
     list(stub.Chat(gateway_pb2.ChatRequest(text="로라야 뭐 해?"), metadata=md("bob-other")))
-    assert turns(stack.main, "bob-other")[0].final_input == "로라야 뭐 해?", "another user never gets bob's summary"
+    assert turns(shared_stack.main, "bob-other")[0].final_input == "로라야 뭐 해?", "another user never gets bob's summary"
 
 
-def test_memory_file_round_trip_and_users_are_isolated(stack):
-    stub = gateway_stub(stack.main)
+def test_memory_file_round_trip_and_users_are_isolated(shared_stack):
+    stub = gateway_stub(shared_stack.main)
     content = "[롤 티어: 실버]\n[오늘 날씨: 맑음]\n[오늘 날씨: 비]\n[좋아하는 꽃: 백합]\n"
     imported = stub.ImportMemories(gateway_pb2.ImportMemoriesRequest(content=content), metadata=md("carol"))
     assert (imported.added, imported.skipped) == (4, 0)
@@ -109,17 +89,17 @@ def test_memory_file_round_trip_and_users_are_isolated(stack):
     assert (again.added, again.skipped) == (0, 2), "space-insensitive duplicates and non-memories are skipped"
     assert stub.ExportMemories(gateway_pb2.ExportMemoriesRequest(), metadata=md("dave")).content == ""
     assert stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("dave")).memories == []
-    assert turns(stack.main, "dave") == []
+    assert turns(shared_stack.main, "dave") == []
     carol = stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("carol")).memories
     gone = stub.ForgetMemory(gateway_pb2.ForgetMemoryRequest(id=carol[0].id), metadata=md("dave"))
     assert not gone.forgotten, "another user's memory id does nothing"
     assert len(stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=md("carol")).memories) == 4
 
 
-def test_reply_and_expression_arrive_before_slow_background_work(stack):
-    slow = stack.llm("memory,summary", env={"OHLORA_LLM__ARTIFICIAL_DELAY_SECONDS": "4"})
+def test_reply_and_expression_arrive_before_slow_background_work(shared_stack):
+    slow = shared_stack.llm("memory,summary", env={"OHLORA_LLM__ARTIFICIAL_DELAY_SECONDS": "4"})
     slow.wait_serving()
-    gw = stack.gateway(stack.fast.address, slow.address, slow.address, stack.fast.address, stack.face.address)
+    gw = shared_stack.gateway(shared_stack.fast.address, slow.address, slow.address, shared_stack.fast.address, shared_stack.face.address)
     gw.wait_serving()
     stub = gateway_stub(gw)
     started = time.monotonic()
@@ -135,12 +115,12 @@ def test_reply_and_expression_arrive_before_slow_background_work(stack):
     assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려", "the next turn sees the slow results"
 
 
-def test_degraded_turns_still_answer_and_are_logged(stack):
+def test_degraded_turns_still_answer_and_are_logged(shared_stack):
     dead = f"127.0.0.1:{free_port()}"
     quick = {"OHLORA_GATEWAY__POSE_DEADLINE": "20", "OHLORA_GATEWAY__FACE_DEADLINE": "5"}
-    no_pose = stack.gateway(stack.fast.address, stack.background.address, stack.background.address, dead, dead, quick)
-    no_message = stack.gateway(dead, stack.background.address, stack.background.address, stack.fast.address,
-                               stack.face.address, quick)
+    no_pose = shared_stack.gateway(shared_stack.fast.address, shared_stack.background.address, shared_stack.background.address, dead, dead, quick)
+    no_message = shared_stack.gateway(dead, shared_stack.background.address, shared_stack.background.address, shared_stack.fast.address,
+                               shared_stack.face.address, quick)
     wait_all_serving([no_pose, no_message])
 
     events = list(gateway_stub(no_pose).Chat(gateway_pb2.ChatRequest(text="로라야 안녕"), metadata=md("frank")))
@@ -159,17 +139,17 @@ def test_degraded_turns_still_answer_and_are_logged(stack):
     assert [t.status for t in turns(no_message, "gina")] == ["error"]
 
 
-def test_bad_messages_are_refused_and_logged(stack):
-    stub = gateway_stub(stack.main)
+def test_bad_messages_are_refused_and_logged(shared_stack):
+    stub = gateway_stub(shared_stack.main)
     empty = list(stub.Chat(gateway_pb2.ChatRequest(text="   "), metadata=md("hank")))
     assert empty[-1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "empty" in empty[-1].error.message
     long = list(stub.Chat(gateway_pb2.ChatRequest(text=" ".join(str(n) for n in range(100, 160))), metadata=md("hank")))
     assert "혜나" in long[-1].error.message, "the original's 48-token message"
-    assert [t.status for t in turns(stack.main, "hank")] == ["refused"], "an empty message leaves no turn behind"
+    assert [t.status for t in turns(shared_stack.main, "hank")] == ["refused"], "an empty message leaves no turn behind"
 
 
-def test_watch_streams_face_frames(stack):
-    stub = gateway_stub(stack.main)
+def test_watch_streams_face_frames(shared_stack):
+    stub = gateway_stub(shared_stack.main)
     stub.ChooseFace(gateway_pb2.ChooseFaceRequest(face_id=2), metadata=md("ivy"))
     call = stub.Watch(gateway_pb2.WatchRequest(fps=20), metadata=md("ivy"))
     frames = []
@@ -184,15 +164,15 @@ def test_watch_streams_face_frames(stack):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_a_turn_on_one_replica_moves_the_face_watched_on_another(stack):
-    other = stack.gateway(stack.fast.address, stack.background.address, stack.background.address,
-                          stack.fast.address, stack.face.address)
+def test_a_turn_on_one_replica_moves_the_face_watched_on_another(shared_stack):
+    other = shared_stack.gateway(shared_stack.fast.address, shared_stack.background.address, shared_stack.background.address,
+                          shared_stack.fast.address, shared_stack.face.address)
     other.wait_serving()
     watch = gateway_stub(other).Watch(gateway_pb2.WatchRequest(fps=30), metadata=md("jack"))
     frames = iter(watch)
     for _ in range(5):
         next(frames)  # the stream is up
-    events = list(gateway_stub(stack.main).Chat(gateway_pb2.ChatRequest(text="로라야 안녕"), metadata=md("jack")))
+    events = list(gateway_stub(shared_stack.main).Chat(gateway_pb2.ChatRequest(text="로라야 안녕"), metadata=md("jack")))
     target = next(e.expression for e in events if e.HasField("expression"))
     closest = float("inf")
     for _, frame in zip(range(150), frames):
@@ -204,11 +184,11 @@ def test_a_turn_on_one_replica_moves_the_face_watched_on_another(stack):
     assert closest < 1e-3, "the gesture reaches the expression chosen for the reply"
 
 
-def test_memory_command_line(stack, tmp_path):
+def test_memory_command_line(shared_stack, tmp_path):
     import subprocess
 
     def ohlora(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ohlora.cli", "memory", *args, "--gateway", stack.main.address,
+        return subprocess.run([sys.executable, "-m", "ohlora.cli", "memory", *args, "--gateway", shared_stack.main.address,
                                "--user", "kate"], input=stdin, capture_output=True, text=True, timeout=60)
 
     path = tmp_path / "ohlora_memory.txt"
@@ -224,30 +204,30 @@ def test_memory_command_line(stack, tmp_path):
     assert ohlora("export").stdout == "[내일 일정: 어린이날]\n[MBTI: INFP]\n"
 
 
-def test_turns_of_one_user_are_serialised_across_replicas(stack):
+def test_turns_of_one_user_are_serialised_across_replicas(shared_stack):
     """Two replicas, two turns of one user at once: the later turn sees the earlier turn's results."""
     from concurrent.futures import ThreadPoolExecutor
 
-    other = stack.gateway(stack.fast.address, stack.background.address, stack.background.address,
-                          stack.fast.address, stack.face.address)
+    other = shared_stack.gateway(shared_stack.fast.address, shared_stack.background.address, shared_stack.background.address,
+                          shared_stack.fast.address, shared_stack.face.address)
     other.wait_serving()
 
     def chat(handle: ServiceProcessHandle, text: str) -> list[gateway_pb2.ChatEvent]:
         return list(gateway_stub(handle).Chat(gateway_pb2.ChatRequest(text=text), metadata=md("lena")))
 
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(chat, stack.main, "나 내일 시험이야")
+        first = pool.submit(chat, shared_stack.main, "나 내일 시험이야")
         time.sleep(0.05)
         second = pool.submit(chat, other, "로라야 나 떨려")
         results = [first.result(), second.result()]
     assert all(any(e.HasField("reply_final") for e in r) for r in results)
-    log = turns(stack.main, "lena")
+    log = turns(shared_stack.main, "lena")
     assert [t.user_text for t in log] == ["나 내일 시험이야", "로라야 나 떨려"]
     assert log[1].started >= log[0].ended, "the second turn starts after the first has settled"
     assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려"
 
 
-def test_the_face_shows_in_a_window_when_a_display_is_available(stack):
+def test_the_face_shows_in_a_window_when_a_display_is_available(shared_stack):
     import shutil
     import subprocess
 
@@ -261,7 +241,7 @@ def test_the_face_shows_in_a_window_when_a_display_is_available(stack):
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {**os.environ, "DISPLAY": display, "TERM": "xterm-256color"}
-    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", stack.main.address, "--user", "mia"],
+    child = pexpect.spawn(sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", shared_stack.main.address, "--user", "mia"],
                           env=env, encoding="utf-8", timeout=90)
     try:
         child.expect_exact(PROMPT)
@@ -284,7 +264,7 @@ def test_the_face_shows_in_a_window_when_a_display_is_available(stack):
         time.sleep(1.0)
         second = ImageGrab.grab(xdisplay=display)
         colours = len(np.unique(np.asarray(first).reshape(-1, 3), axis=0))
-        first.save(Path(stack.root) / "window.png")
+        first.save(Path(shared_stack.root) / "window.png")
         assert colours > 50, "the window shows a drawn face, not a blank area"
         assert first.tobytes() != second.tobytes(), "the face moves"
         child.sendintr()
@@ -294,7 +274,7 @@ def test_the_face_shows_in_a_window_when_a_display_is_available(stack):
         xvfb.terminate()
 
 
-def test_idempotent_calls_are_retried_on_unavailable(stack):
+def test_idempotent_calls_are_retried_on_unavailable(shared_stack):
     """A memory service whose first Embed answers UNAVAILABLE (a replica restarting): the gateway's
     channel retries it, the turn recalls the memory, and no warning reaches the user."""
     from ohlora.v1 import llm_pb2_grpc
@@ -305,7 +285,7 @@ def test_idempotent_calls_are_retried_on_unavailable(stack):
         """Fails the first Embed, then forwards everything to the real memory service."""
 
         def __init__(self) -> None:
-            self.real = llm_pb2_grpc.MemoryServiceStub(grpc.aio.insecure_channel(stack.background.address))
+            self.real = llm_pb2_grpc.MemoryServiceStub(grpc.aio.insecure_channel(shared_stack.background.address))
 
         async def Embed(self, request, context):
             calls.append("Embed")
@@ -317,8 +297,8 @@ def test_idempotent_calls_are_retried_on_unavailable(stack):
             return await self.real.Extract(request)
 
     with servicer_on_loopback(lambda server: llm_pb2_grpc.add_MemoryServiceServicer_to_server(FlakyMemory(), server)) as address:
-        gw = stack.gateway(stack.fast.address, address, stack.background.address,
-                           stack.fast.address, stack.face.address)
+        gw = shared_stack.gateway(shared_stack.fast.address, address, shared_stack.background.address,
+                           shared_stack.fast.address, shared_stack.face.address)
         gw.wait_serving()
         stub = gateway_stub(gw)
         stub.AddMemory(gateway_pb2.AddMemoryRequest(text="[좋아하는 음식: 떡볶이]"), metadata=md("nina"))
@@ -328,19 +308,19 @@ def test_idempotent_calls_are_retried_on_unavailable(stack):
         assert turns(gw, "nina")[0].final_input == "[좋아하는 음식: 떡볶이] 로라야 안녕"
 
 
-def test_doctor_reports_a_healthy_stack_and_names_fixes(stack, tmp_path):
+def test_doctor_reports_a_healthy_stack_and_names_fixes(shared_stack, tmp_path):
     import subprocess
 
     env = {
         **os.environ,
-        "OHLORA_GATEWAY__REDIS_URL": stack.redis.url,
-        "OHLORA_GATEWAY__MESSAGE_ADDRESS": stack.fast.address,
-        "OHLORA_GATEWAY__POSE_ADDRESS": stack.fast.address,
-        "OHLORA_GATEWAY__MEMORY_ADDRESS": stack.background.address,
-        "OHLORA_GATEWAY__SUMMARY_ADDRESS": stack.background.address,
-        "OHLORA_GATEWAY__FACE_ADDRESS": stack.face.address,
+        "OHLORA_GATEWAY__REDIS_URL": shared_stack.redis.url,
+        "OHLORA_GATEWAY__MESSAGE_ADDRESS": shared_stack.fast.address,
+        "OHLORA_GATEWAY__POSE_ADDRESS": shared_stack.fast.address,
+        "OHLORA_GATEWAY__MEMORY_ADDRESS": shared_stack.background.address,
+        "OHLORA_GATEWAY__SUMMARY_ADDRESS": shared_stack.background.address,
+        "OHLORA_GATEWAY__FACE_ADDRESS": shared_stack.face.address,
     }
-    cmd = [sys.executable, "-m", "ohlora.cli", "doctor", "--config", str(stack.config), "--gateway", stack.main.address]
+    cmd = [sys.executable, "-m", "ohlora.cli", "doctor", "--config", str(shared_stack.config), "--gateway", shared_stack.main.address]
     healthy = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert healthy.returncode == 0, healthy.stdout
     assert "all good" in healthy.stdout and "redis" in healthy.stdout and "message service" in healthy.stdout
@@ -358,12 +338,12 @@ def test_doctor_reports_a_healthy_stack_and_names_fixes(stack, tmp_path):
     assert "4 problems found" in out
 
 
-def test_slash_commands_and_other_face_views(stack, tmp_path):
+def test_slash_commands_and_other_face_views(shared_stack, tmp_path):
     face_file = tmp_path / "face.png"
     env = {**os.environ, "TERM": "xterm-kitty", "PYTHONUNBUFFERED": "1"}
     env.pop("DISPLAY", None)
     child = pexpect.spawn(
-        sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", stack.main.address, "--user", "olga", "--face", "3",
+        sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", shared_stack.main.address, "--user", "olga", "--face", "3",
                          "--face-file", str(face_file)],
         env=env, encoding="utf-8", timeout=90, dimensions=(60, 120),
     )

@@ -48,6 +48,12 @@ SUITES = ("llm-batching", "llm-consolidated", "face", "gateway-overhead", "criti
           "load")
 
 
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of a small sample; nan when there is none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
 def format_table(columns: list[str], rows: list[list[object]]) -> str:
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import grpc
 
-from ohlora.bench import SuiteResult
+from ohlora.bench import SuiteResult, percentile
+from ohlora.chat import call_metadata
 from ohlora.stack import LocalStack
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc, llm_pb2, llm_pb2_grpc
 
@@ -68,7 +69,7 @@ def gateway_turn(stub: gateway_pb2_grpc.GatewayStub, text: str, user: str) -> tu
     """(time until the client has reply + expression, time until the turn settled)."""
     started = time.perf_counter()
     visible = None
-    for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=(("x-ohlora-user", user),)):
+    for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=call_metadata(user, None)):
         if event.HasField("expression"):
             visible = time.perf_counter() - started
     assert visible is not None, "the turn gave no expression"
@@ -111,8 +112,8 @@ def gateway_overhead(quick: bool) -> SuiteResult:
         g, d = statistics.median(via_gateway), statistics.median(straight)
         return SuiteResult(
             columns=["path", "turns", "median s", "p90 s"],
-            rows=[["through the gateway", len(via_gateway), g, _p90(via_gateway)],
-                  ["direct service calls", len(straight), d, _p90(straight)]],
+            rows=[["through the gateway", len(via_gateway), g, percentile(via_gateway, 0.9)],
+                  ["direct service calls", len(straight), d, percentile(straight, 0.9)]],
             results={"gateway_overhead_ratio": g / d},
             notes=["a whole turn (until memory and summary are done), alternating gateway/direct; the gateway adds "
                    "Redis (lock, recall, turn log, summary, memory), a gesture publish and one more gRPC hop"],
@@ -130,8 +131,8 @@ def critical_path(quick: bool) -> SuiteResult:
         v, s = statistics.median(visible), statistics.median(sequential)
         return SuiteResult(
             columns=["schedule", "turns", "median s until reply + expression", "p90 s"],
-            rows=[["gateway (memory, summary off the critical path)", len(visible), v, _p90(visible)],
-                  ["original order (message, memory, summary, pose)", len(sequential), s, _p90(sequential)]],
+            rows=[["gateway (memory, summary off the critical path)", len(visible), v, percentile(visible, 0.9)],
+                  ["original order (message, memory, summary, pose)", len(sequential), s, percentile(sequential, 0.9)]],
             results={"critical_path_ratio": v / s},
             notes=["same processes and models for both; tiny GPT-NeoX with LoRA adapters fine-tuned at start-up"],
         )
@@ -141,7 +142,3 @@ def critical_path(quick: bool) -> SuiteResult:
 def _fresh_user() -> str:
     """A new user per turn: no memory or summary, so both paths send the model the same final input."""
     return f"bench-{uuid.uuid4().hex[:10]}"
-
-
-def _p90(values: list[float]) -> float:
-    return sorted(values)[int(0.9 * (len(values) - 1))]

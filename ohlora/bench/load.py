@@ -10,7 +10,6 @@ and the check looks for every other user's marker in everything a user can read.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 import uuid
@@ -20,7 +19,9 @@ from pathlib import Path
 
 import grpc
 
-from ohlora.bench import SuiteResult
+from ohlora.bench import SuiteResult, percentile
+from ohlora.chat import call_metadata
+from ohlora.presets import tiny_config
 from ohlora.stack import LocalStack
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -49,23 +50,16 @@ class LoadReport:
     wall_s: float
     problems: list[str]
 
-    def percentile(self, values: list[float], q: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
-
-
-def _md(user: str) -> tuple[tuple[str, str], ...]:
-    return (("x-ohlora-user", user),)
 
 
 def _talk(stub: gateway_pb2_grpc.GatewayStub, run: UserRun, turns: int, timeout: float) -> None:
-    stub.AddMemory(gateway_pb2.AddMemoryRequest(text=f"[암호: {run.marker}]"), metadata=_md(run.user), timeout=timeout)
+    stub.AddMemory(gateway_pb2.AddMemoryRequest(text=f"[암호: {run.marker}]"), metadata=call_metadata(run.user, None), timeout=timeout)
     for i in range(turns):
         text = TEXTS[i % len(TEXTS)]
         started = time.perf_counter()
         visible = None
         try:
-            for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=_md(run.user), timeout=timeout):
+            for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=call_metadata(run.user, None), timeout=timeout):
                 if event.HasField("expression") and visible is None:
                     visible = time.perf_counter() - started
                 if event.HasField("error"):
@@ -80,9 +74,9 @@ def _talk(stub: gateway_pb2_grpc.GatewayStub, run: UserRun, turns: int, timeout:
 
 def _readable(stub: gateway_pb2_grpc.GatewayStub, user: str, limit: int) -> tuple[list[gateway_pb2.Turn], str]:
     """The user's turn log and everything they can read, as one text to search for other users' markers."""
-    log = list(stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=limit), metadata=_md(user), timeout=60).turns)
-    memories = stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=_md(user), timeout=60).memories
-    exported = stub.ExportMemories(gateway_pb2.ExportMemoriesRequest(), metadata=_md(user), timeout=60).content
+    log = list(stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=limit), metadata=call_metadata(user, None), timeout=60).turns)
+    memories = stub.ListMemories(gateway_pb2.ListMemoriesRequest(), metadata=call_metadata(user, None), timeout=60).memories
+    exported = stub.ExportMemories(gateway_pb2.ExportMemoriesRequest(), metadata=call_metadata(user, None), timeout=60).content
     parts = [exported, *(m.text for m in memories)]
     for t in log:
         parts += [t.user_text, t.final_input, t.reply, t.summary, t.memory_written, *t.errors]
@@ -120,33 +114,29 @@ def run_load(address: str, users: int, turns: int, timeout: float = 600.0) -> Lo
 
 
 def load(quick: bool) -> SuiteResult:
-    from ohlora.tiny import build_tiny_preset
-
     users, turns = (4, 3) if quick else (16, 10)
     root = Path(tempfile.mkdtemp(prefix="ohlora-bench-load-"))
-    preset = build_tiny_preset(root / "models", trained=True)
-    config = root / "ohlora.toml"
-    config.write_text(preset.config_toml().replace("threshold = 0.9", "threshold = -1.0"))
+    config = tiny_config(root / "models")
     stack = LocalStack(root, config).standard(llm_env={"OHLORA_LLM__TORCH_THREADS": "1"})
     try:
         run_load(stack.main.address, 2, 1)  # warm-up
         report = run_load(stack.main.address, users, turns)
     finally:
         stack.close()
-    pct = report.percentile
+
     v, s = report.visible_s, report.settled_s
     return SuiteResult(
         columns=["measure", "p50 s", "p95 s", "max s"],
-        rows=[["until reply + expression", pct(v, 0.5), pct(v, 0.95), max(v, default=float("nan"))],
-              ["until the turn settled", pct(s, 0.5), pct(s, 0.95), max(s, default=float("nan"))]],
+        rows=[["until reply + expression", percentile(v, 0.5), percentile(v, 0.95), max(v, default=float("nan"))],
+              ["until the turn settled", percentile(s, 0.5), percentile(s, 0.95), max(s, default=float("nan"))]],
         results={
             "load_lost_turns": report.lost_turns,
             "load_cross_user_leaks": report.leaks,
             "load_errors": report.errors,
-            "load_turn_p50_s": pct(s, 0.5),
-            "load_turn_p95_s": pct(s, 0.95),
-            "load_visible_p50_s": pct(v, 0.5),
-            "load_visible_p95_s": pct(v, 0.95),
+            "load_turn_p50_s": percentile(s, 0.5),
+            "load_turn_p95_s": percentile(s, 0.95),
+            "load_visible_p50_s": percentile(v, 0.5),
+            "load_visible_p95_s": percentile(v, 0.95),
         },
         notes=[f"{users} users x {turns} turns at once, {len(s)} turns in {report.wall_s:.1f} s "
                f"({len(s) / report.wall_s:.2f} turns/s); tiny GPT-NeoX + LoRA fine-tuned at start-up, two LLM "

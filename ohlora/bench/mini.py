@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ohlora.bench import SuiteResult
 from ohlora.bench.korean_prompts import PROMPTS
+from ohlora.chat import call_metadata
 from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.task import Dialect, Finished, TaskSpec, complete_task
 from ohlora.config import load_settings
@@ -119,7 +120,7 @@ def mini_timing(quick: bool) -> SuiteResult:
     try:
         stack.consolidated()
         stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
-        metadata = (("x-ohlora-user", "bench"),)
+        metadata = call_metadata("bench", None)
         for text in turns:
             started = time.perf_counter()
             first = None

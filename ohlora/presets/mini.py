@@ -121,8 +121,8 @@ def assemble_gguf(out: Path) -> Path:
     return out
 
 
-def convert_gguf(gguf: Path, out: Path) -> Path:
-    """Dequantises the GGUF into a bf16 HF dir (a GGUF-loaded model refuses save_pretrained, so copy its weights)."""
+def convert_gguf(gguf: Path, out: Path, dtype: str = "bfloat16") -> Path:
+    """Dequantises a GGUF into an HF dir (a GGUF-loaded model refuses save_pretrained, so copy its weights)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,7 +133,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     config = loaded.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.generation_config = loaded.generation_config
     del loaded
@@ -142,7 +142,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     return out
 
 
-def _build_once(target: Path, build: Callable[[Path], object], what: str) -> None:
+def build_once(target: Path, build: Callable[[Path], object], what: str) -> None:
     """Runs `build` into <target>.partial and renames it into place; a finished target is kept."""
     if target.exists():
         return
@@ -176,8 +176,8 @@ def prepare_mini(root: Path) -> MiniPreset:
     """Makes sure the mini preset is ready under `root` (about a minute the first time) and returns it."""
     preset = MiniPreset(root)
     root.mkdir(parents=True, exist_ok=True)
-    _build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
-    _build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
+    build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+    build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
     config = preset.config_toml()
     if not preset.config.exists() or preset.config.read_text() != config:
         preset.config.write_text(config)

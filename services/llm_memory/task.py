@@ -79,8 +79,24 @@ def to_fact(text: str) -> Fact | None:
     return Fact(key=key.strip(), value=value.strip(), text=text)
 
 
+def normalize_memory(text: str) -> str:
+    """check_memory repeated until nothing changes.
+
+    The original's normaliser is not idempotent ("0 :0" -> "[0 : 0]" -> "[0: 0]"). What is stored must be a
+    fixed point, or a memory would change when its exported file is imported again. So every stored memory,
+    extracted or imported, goes through this; check_memory itself stays the original's (fixtures).
+    """
+    text = check_memory(text)
+    for _ in range(len(text)):  # each pass only removes characters, so this ends
+        again = check_memory(text)
+        if again == text:
+            break
+        text = again
+    return text
+
+
 def parse_memory(attempt: Attempt) -> Fact | None:
-    return to_fact(check_memory(attempt.text))
+    return to_fact(normalize_memory(attempt.text))
 
 
 def build_prompt(final_input: str) -> str:
