@@ -80,15 +80,16 @@ def to_fact(text: str) -> Fact | None:
 
 
 def normalize_memory(text: str) -> str:
-    """check_memory repeated until nothing changes.
+    """check_memory repeated until nothing changes, with line breaks inside the memory made spaces.
 
-    The original's normaliser is not idempotent ("0 :0" -> "[0 : 0]" -> "[0: 0]"). What is stored must be a
-    fixed point, or a memory would change when its exported file is imported again. So every stored memory,
-    extracted or imported, goes through this; check_memory itself stays the original's (fixtures).
+    The original's normaliser is not idempotent ("0 :0" -> "[0 : 0]" -> "[0: 0]"), and it keeps line
+    separators inside a value ("0:\u20280"). What is stored must be one line and a fixed point, or a memory
+    would change or split in two when its exported file is imported again. So every stored memory, extracted
+    or imported, goes through this; check_memory itself stays the original's (fixtures).
     """
     text = check_memory(text)
-    for _ in range(len(text)):  # each pass only removes characters, so this ends
-        again = check_memory(text)
+    for _ in range(len(text) + 1):  # each pass only removes or replaces characters, so this ends
+        again = check_memory(" ".join(text.splitlines()))
         if again == text:
             break
         text = again
