@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -500,13 +501,20 @@ def bench(
     suite: Annotated[str, typer.Argument(help="Suite name, e.g. llm-batching, llm-consolidated.")],
     quick: Annotated[bool, typer.Option(help="Smaller run (under a minute), same ratio.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for JSON results.")] = Path("bench-results"),
+    dtype: Annotated[str, typer.Option(help="dtype of the suite's LLMs (auto follows the hardware; "
+                                            "mini-timing always runs auto, bf16 and fp32).")] = "auto",
 ) -> None:
     """Run a benchmark suite: prints a table and `RESULT name=value` lines, writes JSON."""
     from ohlora.bench import SUITES, run_suite
+    from ohlora.runtime.device import DTYPES
 
     if suite not in SUITES:
         typer.echo(f"error: unknown suite {suite!r}; available: {', '.join(SUITES)}", err=True)
         raise typer.Exit(2)
+    if dtype != "auto" and dtype not in DTYPES:
+        typer.echo(f"error: unknown dtype {dtype!r}; use auto, {', '.join(DTYPES)}", err=True)
+        raise typer.Exit(2)
+    os.environ["OHLORA_BENCH_DTYPE"] = dtype
     run_suite(suite, quick=quick, out_dir=out)
 
 

@@ -65,6 +65,8 @@ class LLMSettings(BaseModel):
     # (consolidated mode: a turn's reply and extraction). 0 = off; see docs/llm-services.md.
     batch_window_ms: float = 0.0
     trust_remote_code: bool = False
+    # Seeds torch's sampling at load, so runs can be repeated (benchmarks compare like with like); None = random.
+    seed: int | None = None
     # Longest final input accepted by any task, in characters (bad-input guard).
     max_input_chars: int = 2000
     # CPU threads for torch in this process (0 = torch's default); pin when services share a machine.

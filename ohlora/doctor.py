@@ -36,6 +36,7 @@ def system_checks() -> list[Check]:
     except ImportError:
         return checks + [Check("torch", False, "not installed", "pip install torch==2.13.0 (CPU) or a CUDA build")]
     checks.append(Check("torch", True, torch.__version__))
+    checks.append(cpu_dtype_check())
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             free, total = torch.cuda.mem_get_info(i)
@@ -43,6 +44,19 @@ def system_checks() -> list[Check]:
     else:
         checks.append(Check("cuda", True, "no GPU visible: services run on the CPU (check CUDA_VISIBLE_DEVICES if you expected one)"))
     return checks
+
+
+def cpu_dtype_check() -> Check:
+    """What dtype "auto" gives on this CPU and why: bf16 only where it is native (docs/configuration.md)."""
+    import os
+
+    import torch
+
+    from ohlora.runtime.device import choose_dtype, cpu_capability
+
+    choice = choose_dtype("auto", torch.device("cpu"))
+    return Check("cpu", True, f"{cpu_capability()} kernels, {os.cpu_count()} cores, torch threads "
+                              f"{torch.get_num_threads()}; dtype auto on the CPU = {choice.name} ({choice.reason})")
 
 
 def model_checks(settings: Settings) -> list[Check]:

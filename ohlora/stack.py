@@ -51,9 +51,9 @@ class LocalStack:
         self.main.wait_serving()
         return self
 
-    def consolidated(self) -> "LocalStack":
+    def consolidated(self, llm_env: dict[str, str] | None = None) -> "LocalStack":
         """What `ohlora up` runs: one LLM process for the four tasks, the sketch face, one gateway."""
-        self.fast = self.background = self.llm("message,memory,summary,pose")
+        self.fast = self.background = self.llm("message,memory,summary,pose", env=llm_env)
         self.face = self.service("serve", "face")
         wait_all_serving([self.fast, self.face])
         address = self.fast.address

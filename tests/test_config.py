@@ -7,7 +7,7 @@ import pytest
 from ohlora.config import load_settings
 from ohlora.errors import ConfigError
 from ohlora.llm.task import Dialect
-from ohlora.runtime.device import resolve_device, resolve_dtype
+from ohlora.runtime.device import resolve_device
 
 
 def test_file_then_env_then_flags(tmp_path, monkeypatch):
@@ -42,14 +42,10 @@ def test_missing_file_and_bad_values_are_clear(tmp_path):
         load_settings(typo)
 
 
-def test_device_follows_visibility():
+def test_device_follows_visibility():  # dtype: tests/test_dtype.py
     import torch
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    with pytest.raises(ValueError, match="unknown dtype"):
-        resolve_dtype("int3", torch.device("cpu"))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
             resolve_device("cuda:0")

@@ -153,3 +153,25 @@ async def test_full_queue_is_refused(engine):
     finally:
         engine.max_queue = 16
     assert (await final(engine, "다시", GREEDY, "message")).done
+
+
+def test_row_sampler_draws_from_temperature_then_top_k_and_greedy_rows_take_the_best():
+    """The sampler replaces do_sample's full-vocabulary multinomial; its distribution must be the same."""
+    import torch
+
+    from ohlora.llm.engine import _RowSampler
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.5, -1.0, -2.0]])
+    scores = logits.repeat(3, 1)
+    sampler = _RowSampler([0.7, 0.0, 2.0], top_k=3)
+    counts = torch.zeros(3, 6)
+    for _ in range(4000):
+        out = sampler(None, scores.clone())
+        assert torch.isfinite(out).sum(dim=-1).tolist() == [1, 1, 1]
+        counts[torch.arange(3), out.argmax(-1)] += 1
+    assert counts[:, 3:].sum() == 0, "a token outside the top-k was drawn"
+    assert counts[1].tolist() == [4000, 0, 0, 0, 0, 0], "temperature 0 is greedy"
+    for row, temperature in ((0, 0.7), (2, 2.0)):
+        expected = torch.softmax(logits[0, :3] / temperature, -1)
+        assert torch.allclose(counts[row, :3] / 4000, expected, atol=0.03), (counts[row], expected)

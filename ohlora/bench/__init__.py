@@ -6,6 +6,7 @@ Every suite prints a table, writes bench-results/<suite>.json, and ends with one
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 import time
@@ -23,29 +24,71 @@ class SuiteResult:
     results: dict[str, float]
     notes: list[str] = field(default_factory=list)
     details: dict[str, object] = field(default_factory=dict)
+    # The dtype the suite's models ran in, as configured ("auto" is resolved in the record); None: no model ran.
+    dtype: str | None = None
 
 
-def _suites() -> dict[str, Callable[[bool], SuiteResult]]:
-    from ohlora.bench.face import face
-    from ohlora.bench.gateway import critical_path, gateway_overhead
-    from ohlora.bench.llm import consolidated, llm_batching
-    from ohlora.bench.mini import mini_quality, mini_timing
-    from ohlora.bench.load import load
+# Suite name -> "module:function" (imported only when that suite runs).
+_SUITES = {
+    "llm-batching": "ohlora.bench.llm:llm_batching",
+    "llm-consolidated": "ohlora.bench.llm:consolidated",
+    "face": "ohlora.bench.face:face",
+    "gateway-overhead": "ohlora.bench.gateway:gateway_overhead",
+    "critical-path": "ohlora.bench.gateway:critical_path",
+    "mini-quality": "ohlora.bench.mini:mini_quality",
+    "mini-timing": "ohlora.bench.mini:mini_timing",
+    "load": "ohlora.bench.load:load",
+    "recall": "ohlora.bench.recall:recall",
+}
+SUITES = tuple(_SUITES)
 
-    return {
-        "llm-batching": llm_batching,
-        "llm-consolidated": consolidated,
-        "face": face,
-        "gateway-overhead": gateway_overhead,
-        "critical-path": critical_path,
-        "mini-quality": mini_quality,
-        "mini-timing": mini_timing,
-        "load": load,
+
+def suite_function(name: str) -> Callable[[bool], SuiteResult]:
+    module, function = _SUITES[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def bench_dtype() -> str:
+    """The dtype suites load their LLMs in: `ohlora bench --dtype` (OHLORA_BENCH_DTYPE), else auto."""
+    import os
+
+    return os.environ.get("OHLORA_BENCH_DTYPE") or "auto"
+
+
+def machine_info(dtype: str | None = None) -> dict[str, object]:
+    """What a figure was measured on, so two figures from different machines are never compared blind.
+
+    `dtype` is the one the suite's models ran in ("auto" is resolved for the CPU, with its reason).
+    """
+    import os
+
+    import torch
+
+    from ohlora.runtime.device import choose_dtype, cpu_capability
+
+    info: dict[str, object] = {
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": cpu_capability(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
     }
+    for var in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
+        if os.environ.get(var):
+            info[var] = os.environ[var]
+    if dtype is not None:
+        choice = choose_dtype(dtype, torch.device("cpu"))
+        info["dtype"] = choice.name
+        info["dtype_reason"] = choice.reason
+    return info
 
 
-SUITES = ("llm-batching", "llm-consolidated", "face", "gateway-overhead", "critical-path", "mini-quality", "mini-timing",
-          "load")
+def machine_note(info: dict[str, object]) -> str:
+    caps = "".join(f", {k}={info[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in info)
+    dtype = f", dtype {info['dtype']} ({info['dtype_reason']})" if "dtype" in info else ""
+    return (f"machine: {info['cpu_capability']} kernels{caps}, {info['cores']} cores, {info['torch_threads']} torch "
+            f"threads, torch {info['torch']}{dtype}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,7 +107,10 @@ def format_table(columns: list[str], rows: list[list[object]]) -> str:
 
 def run_suite(name: str, quick: bool, out_dir: Path) -> SuiteResult:
     started = time.time()
-    result = _suites()[name](quick)
+    result = suite_function(name)(quick)
+    # A suite that ran models says in which dtype (SuiteResult.dtype); the others still say which machine.
+    machine = machine_info(result.dtype)
+    result.notes.append(machine_note(machine))
     print()
     print(format_table(result.columns, result.rows))
     for note in result.notes:
@@ -75,7 +121,7 @@ def run_suite(name: str, quick: bool, out_dir: Path) -> SuiteResult:
         "quick": quick,
         "started": started,
         "seconds": round(time.time() - started, 1),
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        "machine": machine,
         "columns": result.columns,
         "rows": result.rows,
         "results": result.results,

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from ohlora.bench import SuiteResult
 from ohlora.bench.korean_prompts import PROMPTS
 from ohlora.chat import call_metadata
@@ -23,6 +25,7 @@ from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.task import Dialect, Finished, TaskSpec, complete_task
 from ohlora.config import load_settings
 from ohlora.presets import preset_config
+from ohlora.runtime.device import choose_dtype
 from services.llm_memory.task import EXTRACT_TASK
 from services.llm_message.task import CHAT_EXAMPLES, FALLBACK_REPLY, REPLY_TASK
 from services.llm_pose.task import POSE_TASK
@@ -92,13 +95,14 @@ async def _quality(quick: bool) -> SuiteResult:
             "mini_memory_valid_share": memory_valid,
         },
         notes=[
-            f"{n} Korean turns, Qwen2.5-Coder-0.5B-Instruct bf16 on CPU, chat dialect, tasks batched; {elapsed:.0f} s in all",
+            f"{n} Korean turns, Qwen2.5-Coder-0.5B-Instruct on CPU, chat dialect, tasks batched; {elapsed:.0f} s in all",
             f"memory: a fact for {sum(m.value is not None for m in with_fact)}/{len(with_fact)} turns that state one, "
             f"nothing for {sum(m.value is None and not m.stats.fallback for m in without_fact)}/{len(without_fact)} that do not",
             f"replies reusing a clause of a few-shot example: {sum(copies_an_example(r.value) for r in replies)}/{n}",
             f"summaries: {sum(s.value is not None for s in summaries)}/{n}; replies that needed a retry: "
             f"{sum(r.stats.attempts > 1 for r in replies)}/{n}; reply fallbacks: {sum(r.stats.fallback for r in replies)}",
         ],
+        dtype=settings.llm.dtype,
     )
 
 
@@ -106,45 +110,79 @@ def mini_quality(quick: bool) -> SuiteResult:
     return asyncio.run(_quality(quick))
 
 
+# mini-timing runs the same turns on three stacks that differ only in the LLM's dtype.
+TIMING_DTYPES = ("auto", "bfloat16", "float32")
+TIMING_SEED = "1234"
+
+
+def _timed_turn(stub: object, text: str, metadata: list[tuple[str, str]]) -> list[object]:
+    """One real turn through a gateway: [reply, first text s, reply done s, expression s, turn settled s]."""
+    from ohlora.v1 import gateway_pb2
+
+    started = time.perf_counter()
+    first = None
+    reply = ""
+    stages: dict[str, float] = {}
+    for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):  # type: ignore[attr-defined]
+        kind = event.WhichOneof("kind")
+        if kind == "reply_delta" and first is None:
+            first = time.perf_counter() - started
+        elif kind == "reply_final":
+            reply = event.reply_final
+        elif kind == "timing":
+            stages[event.timing.stage] = event.timing.ms / 1000
+    final = time.perf_counter() - started
+    return [reply, first if first is not None else float("nan"), stages.get("reply", float("nan")),
+            stages.get("expression", float("nan")), final]
+
+
 def mini_timing(quick: bool) -> SuiteResult:
-    """Real turns through the gateway on the mini preset: time to the first reply text, and to the turn's end."""
+    """Real turns through the gateway on the mini preset: time to the first reply text, and to the turn's end.
+
+    The same turns run on three stacks whose LLM differs only in dtype (auto, bf16 forced, fp32 forced), taking
+    turns in a rotating order so a noisy moment of the machine hits all three alike; sampling is seeded. The
+    figure `mini_dtype_auto_vs_best` says whether auto picked the faster dtype on this machine.
+    """
     import grpc
 
     from ohlora.stack import LocalStack
-    from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+    from ohlora.v1 import gateway_pb2_grpc
 
     config = preset_config("mini")
-    turns = [p.text for p in PROMPTS[::6]][: 2 if quick else 5]
-    stack = LocalStack(Path(tempfile.mkdtemp(prefix="ohlora-bench-")), config)
+    turns = [p.text for p in PROMPTS[::6]][: 3 if quick else 5]
+    root = Path(tempfile.mkdtemp(prefix="ohlora-bench-"))
+    stacks: dict[str, LocalStack] = {}
     rows: list[list[object]] = []
     try:
-        stack.consolidated()
-        stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
+        for dtype in TIMING_DTYPES:
+            stack = stacks[dtype] = LocalStack(root / dtype, config)
+            stack.consolidated({"OHLORA_LLM__DTYPE": dtype, "OHLORA_LLM__SEED": TIMING_SEED})
+        stubs = {d: gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(s.main.address)) for d, s in stacks.items()}
         metadata = call_metadata("bench", None)
-        for text in turns:
-            started = time.perf_counter()
-            first = None
-            reply = ""
-            stages: dict[str, float] = {}
-            for event in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
-                kind = event.WhichOneof("kind")
-                if kind == "reply_delta" and first is None:
-                    first = time.perf_counter() - started
-                elif kind == "reply_final":
-                    reply = event.reply_final
-                elif kind == "timing":
-                    stages[event.timing.stage] = event.timing.ms / 1000
-            final = time.perf_counter() - started
-            rows.append([text, reply, first if first is not None else float("nan"), stages.get("reply", float("nan")),
-                         stages.get("expression", float("nan")), final])
+        for i, text in enumerate(turns):
+            order = TIMING_DTYPES[i % 3:] + TIMING_DTYPES[: i % 3]
+            for dtype in order:
+                rows.append([dtype, text, *_timed_turn(stubs[dtype], text, metadata)])
     finally:
-        stack.close()
-    firsts = [r[2] for r in rows if r[2] == r[2]]
+        for stack in stacks.values():
+            stack.close()
+    rows.sort(key=lambda r: TIMING_DTYPES.index(str(r[0])))
+    turn_s = {d: statistics.median(float(r[6]) for r in rows if r[0] == d) for d in TIMING_DTYPES}
+    firsts = [float(r[3]) for r in rows if r[0] == "auto" and r[3] == r[3]]
+    auto = choose_dtype("auto", torch.device("cpu"))
+    best = min(turn_s["bfloat16"], turn_s["float32"])
     return SuiteResult(
-        columns=["user", "reply", "first text s", "reply done s", "expression s", "turn s"],
+        columns=["dtype", "user", "reply", "first text s", "reply done s", "expression s", "turn s"],
         rows=rows,
         results={"mini_first_token_s": statistics.median(firsts) if firsts else float("nan"),
-                 "mini_turn_s": statistics.median(r[5] for r in rows)},
+                 "mini_turn_s": turn_s["auto"],
+                 "mini_turn_s_bf16": turn_s["bfloat16"],
+                 "mini_turn_s_fp32": turn_s["float32"],
+                 "mini_dtype_auto_vs_best": turn_s["auto"] / best},
         notes=["median over turns; one consolidated LLM process for the four tasks (as `ohlora up`), sketch face, "
-               "this CPU; a turn ends when the memory and summary are settled (the reply and expression come earlier)"],
+               "this CPU; a turn ends when the memory and summary are settled (the reply and expression come earlier)",
+               f"three stacks, same turns in rotating order, sampling seeded ({TIMING_SEED}); auto chose "
+               f"{auto.name} here ({auto.reason}); median turn auto {turn_s['auto']:.2f} s, bf16 "
+               f"{turn_s['bfloat16']:.2f} s, fp32 {turn_s['float32']:.2f} s"],
+        dtype="auto",
     )

@@ -33,7 +33,7 @@ from transformers import (
 from ohlora.errors import InvalidInput, QueueFull
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
 from ohlora.runtime import metrics
-from ohlora.runtime.device import resolve_device, resolve_dtype
+from ohlora.runtime.device import choose_dtype, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class EngineConfig:
     max_queue: int = 64
     trust_remote_code: bool = False
     batch_window_ms: float = 0.0
+    seed: int | None = None
 
 
 @dataclass
@@ -72,21 +73,30 @@ class _Request:
         return max(0, self.settings.max_total_tokens - len(self.prompt_ids))
 
 
-class _RowTemperature(LogitsProcessor):
-    """Per-row temperature; 0 means greedy for that row."""
+class _RowSampler(LogitsProcessor):
+    """Samples each row's next token (its own temperature, top-k) and leaves only that token possible.
 
-    def __init__(self, temperatures: list[float]) -> None:
-        self.temperatures = temperatures
+    generate() then runs greedy and picks it. Why not do_sample=True: torch.multinomial over the whole
+    vocabulary draws one random number per token, ~1.5 ms per row per step on a CPU for a 49k vocabulary
+    (12 ms a step for 8 rows, a tenth of a batched SmolLM2 step, growing with the batch). Drawing among
+    the top-k alone costs microseconds and gives the same distribution: temperature, then top-k, then
+    softmax, as transformers' own warpers do. Temperature 0 means greedy for that row.
+    """
+
+    def __init__(self, temperatures: list[float], top_k: int = TOP_K) -> None:
+        self.temperatures = torch.tensor(temperatures, dtype=torch.float32).unsqueeze(1)
+        self.greedy = self.temperatures.squeeze(1) <= 0
+        self.top_k = top_k
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for row, temperature in enumerate(self.temperatures):
-            if temperature <= 0:
-                best = scores[row].argmax()
-                scores[row] = torch.full_like(scores[row], float("-inf"))
-                scores[row, best] = 0.0
-            elif temperature != 1.0:
-                scores[row] = scores[row] / temperature
-        return scores
+        k = min(self.top_k, scores.shape[-1])
+        top, candidates = scores.float().topk(k, dim=-1)  # sorted, best first
+        temperatures = self.temperatures.to(scores.device).clamp_min(1e-5)
+        choice = torch.multinomial(torch.softmax(top / temperatures, dim=-1), 1)
+        choice[self.greedy.to(scores.device)] = 0
+        chosen = candidates.gather(-1, choice)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(-1, chosen, 0.0)
 
 
 class _BatchMonitor(StoppingCriteria):
@@ -182,8 +192,11 @@ class LLMEngine:
         names as base (the original needed a manual edit of that file).
         """
         device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
-        log.info("loading base %s on %s as %s", config.base_model, device, dtype)
+        choice = choose_dtype(config.dtype, device)
+        dtype = choice.dtype
+        log.info("loading base %s on %s as %s (%s)", config.base_model, device, choice.name, choice.reason)
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
         tokenizer = AutoTokenizer.from_pretrained(config.base_model, trust_remote_code=config.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             config.base_model, dtype=dtype, trust_remote_code=config.trust_remote_code
@@ -291,17 +304,17 @@ class LLMEngine:
         monitor = _BatchMonitor(self, batch, width)
         max_new = max(r.max_new for r in batch)
         if max_new > 0:
-            # Sampling is set here in full; per-row temperature and stops live in the processors.
+            # Sampling is set here in full; per-row temperature, top-k and stops live in the processors.
             config = copy.deepcopy(self.model.generation_config)
             config.update(
                 max_new_tokens=max_new,
                 max_length=None,
                 min_length=0,
                 min_new_tokens=None,
-                do_sample=True,
-                temperature=1.0,
-                top_k=TOP_K,
-                top_p=1.0,
+                do_sample=False,  # _RowSampler samples; greedy then takes its token
+                temperature=None,
+                top_k=None,
+                top_p=None,
                 pad_token_id=pad,
                 stop_strings=None,
             )
@@ -310,7 +323,7 @@ class LLMEngine:
                     input_ids=input_ids,
                     generation_config=config,
                     attention_mask=attention,
-                    logits_processor=LogitsProcessorList([_RowTemperature([r.settings.temperature for r in batch])]),
+                    logits_processor=LogitsProcessorList([_RowSampler([r.settings.temperature for r in batch])]),
                     stopping_criteria=StoppingCriteriaList([monitor]),
                 )
         elapsed = time.perf_counter() - started

@@ -66,7 +66,7 @@ class MiniPreset:
             "[llm]\n"
             f'base_model = "{self.llm}"\n'
             'dialect = "chat"\n'
-            'dtype = "bfloat16"\n'
+            'dtype = "auto"\n'
             "\n[llm.tasks.message]\n[llm.tasks.memory]\n[llm.tasks.summary]\n[llm.tasks.pose]\n"
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'
