@@ -64,6 +64,8 @@ class LLMSettings(BaseModel):
     # A batch starts no earlier than this after its oldest request arrived, so requests sent together share it
     # (consolidated mode: a turn's reply and extraction). 0 = off; see docs/llm-services.md.
     batch_window_ms: float = 0.0
+    # Rows of different tasks' adapters share one forward pass (peft adapter_names); false: one adapter per batch.
+    mixed_adapter_batches: bool = True
     trust_remote_code: bool = False
     # Seeds torch's sampling at load, so runs can be repeated (benchmarks compare like with like); None = random.
     seed: int | None = None

@@ -32,6 +32,7 @@ class SuiteResult:
 _SUITES = {
     "llm-batching": "ohlora.bench.llm:llm_batching",
     "llm-consolidated": "ohlora.bench.llm:consolidated",
+    "llm-mixed-adapters": "ohlora.bench.llm:mixed_adapters",
     "face": "ohlora.bench.face:face",
     "gateway-overhead": "ohlora.bench.gateway:gateway_overhead",
     "critical-path": "ohlora.bench.gateway:critical_path",

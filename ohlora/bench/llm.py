@@ -78,6 +78,61 @@ def llm_batching(quick: bool) -> SuiteResult:
     return asyncio.run(_batching(quick))
 
 
+async def _mixed_adapters(quick: bool) -> SuiteResult:
+    """Four requests for four LoRA adapters: sent together (one mixed batch) vs one after another."""
+    keep_freed_memory()  # as `ohlora serve` does on a CPU, before the engine's thread starts
+    tasks = ["message", "memory", "summary", "pose"]
+    base = smollm2_135m()
+    root = Path(tempfile.mkdtemp(prefix="ohlora-bench-"))
+    dtype = bench_dtype()
+    adapters = _build_adapters(base, root, tasks)
+    engine = LLMEngine.load(EngineConfig(base_model=str(base), adapters={t: str(p) for t, p in adapters.items()},
+                                         dtype=dtype, device="cpu", max_batch_size=8))
+    engine.start()
+    # Greedy, so both ways generate the same tokens (a mixed batch gives each row its adapter's output).
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=32 if quick else 64)
+    jobs = list(zip(tasks, TOPICS))
+
+    async def one(task: str, topic: str, s: GenerationSettings) -> int:
+        tokens = 0
+        async for update in engine.for_adapter(task).generate(_prompt(topic), s):
+            tokens = update.new_tokens
+        return tokens
+
+    warm = GenerationSettings(temperature=0.0, max_new_tokens=4)
+    await asyncio.gather(*(one(t, x, warm) for t, x in jobs))
+    for t, x in jobs:
+        await one(t, x, warm)
+    rows: list[list[object]] = []
+    ratios = []
+    for r in range(3):
+        started = time.perf_counter()
+        alone = [await one(t, x, settings) for t, x in jobs]
+        alone_s = time.perf_counter() - started
+        engine.recent_batches.clear()
+        started = time.perf_counter()
+        together = await asyncio.gather(*(one(t, x, settings) for t, x in jobs))
+        together_s = time.perf_counter() - started
+        batches = list(engine.recent_batches)
+        ratios.append(alone_s / together_s)
+        rows.append([r + 1, "one after another", sum(alone), alone_s, 4, 1.0])
+        rows.append([r + 1, "together", sum(together), together_s, max(n for _, n in batches), alone_s / together_s])
+    await engine.stop()
+    return SuiteResult(
+        columns=["round", "four requests", "tokens", "seconds", "largest batch", "speedup"],
+        rows=rows,
+        results={"mixed_adapter_speedup": statistics.median(ratios)},
+        notes=[f"SmolLM2-135M-Instruct base with four random LoRA adapters (r=16 on q/k/v/o), engine in-process, "
+               f"one request per adapter, greedy, {settings.max_new_tokens} new tokens at most; median of 3 rounds "
+               f"after a warm-up; the together case ran as batches {batches}"],
+        dtype=dtype,
+    )
+
+
+def mixed_adapters(quick: bool) -> SuiteResult:
+    return asyncio.run(_mixed_adapters(quick))
+
+
 def _build_adapters(base: Path, root: Path, tasks: list[str]) -> dict[str, Path]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -86,7 +141,7 @@ def _build_adapters(base: Path, root: Path, tasks: list[str]) -> dict[str, Path]
     adapters = {}
     for i, task in enumerate(tasks):
         torch.manual_seed(i)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         config = LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian", task_type="CAUSAL_LM",
                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
         get_peft_model(model, config).save_pretrained(root / f"adapter-{task}")
@@ -103,7 +158,7 @@ def consolidated(quick: bool) -> SuiteResult:
     adapters = _build_adapters(base, root, tasks)
     embedder = build_embedder(root / "embedder")
     config = root / "ohlora.toml"
-    lines = ["[llm]", f'base_model = "{base}"', 'dialect = "chat"', 'dtype = "bfloat16"', 'device = "cpu"',
+    lines = ["[llm]", f'base_model = "{base}"', 'dialect = "chat"', f'dtype = "{bench_dtype()}"', 'device = "cpu"',
              "[embedder]", f'model = "{embedder}"', 'device = "cpu"']
     for task, path in adapters.items():
         lines += [f"[llm.tasks.{task}]", f'adapter = "{path}"']
@@ -140,7 +195,8 @@ def consolidated(quick: bool) -> SuiteResult:
             ["four single-task processes (sum)", 4, 4, 4 * single_rss / mib, float("nan")],
         ],
         results={"consolidated_rss_ratio": ratio},
-        notes=["SmolLM2-135M-Instruct bf16 base, LoRA r=16 on q/k/v/o per task; the memory task also loads "
+        dtype=bench_dtype(),
+        notes=["SmolLM2-135M-Instruct base, LoRA r=16 on q/k/v/o per task; the memory task also loads "
                "the tiny sentence embedder. RSS read after warm-up (one generation per adapter)"
                + ("." if quick else " and after each task answered one call.")],
     )

@@ -1,15 +1,19 @@
 """The LLM engine shared by the four tasks: one base model, any number of LoRA adapters.
 
 Requests queue up (bounded; a full queue is RESOURCE_EXHAUSTED). One scheduler runs
-one batch at a time: it takes the oldest waiting request and every other waiting
-request for the same adapter, so requests that arrive while a batch runs join the
-next one. Each row keeps its own temperature, token budget and stop strings, and
-streams its text as tokens arrive.
+one batch at a time: it takes the waiting requests oldest first, whatever their adapter,
+so requests that arrive while a batch runs join the next one. Rows of different LoRA
+adapters share one forward pass of the base (peft's `adapter_names`: each LoRA layer
+adds its adapter's delta to its own rows, as S-LoRA, Punica and vLLM batch adapters), so a
+turn's reply and memory extraction, or its summary and expression, run together on one
+base. Each row keeps its own temperature, token budget and stop strings, and streams its
+text as tokens arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import threading
@@ -31,6 +35,7 @@ from transformers import (
 )
 
 from ohlora.errors import InvalidInput, QueueFull
+from ohlora.llm.multi_lora import StackedLoRA
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
 from ohlora.runtime import metrics
 from ohlora.runtime.device import choose_dtype, resolve_device
@@ -52,6 +57,8 @@ class EngineConfig:
     trust_remote_code: bool = False
     batch_window_ms: float = 0.0
     seed: int | None = None
+    # False: a batch holds one adapter's requests only (the others wait for the next batch).
+    mixed_adapter_batches: bool = True
 
 
 @dataclass
@@ -158,6 +165,7 @@ class LLMEngine:
         max_queue: int = 64,
         name: str = "llm",
         batch_window_ms: float = 0.0,
+        mixed_adapter_batches: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -171,6 +179,9 @@ class LLMEngine:
         # second waiting for the whole first generation. Off by default: on a CPU, prefill is
         # compute-bound and sharing it delayed the reply's first text (mini, docs/benchmarks.md).
         self.batch_window = batch_window_ms / 1000
+        self.mixed_adapter_batches = mixed_adapter_batches and self._adapters_can_mix()
+        # Mixed batches run on stacked adapters where they are plain LoRA, else through peft's adapter_names.
+        self.stacked = StackedLoRA.build(model, adapters) if self.mixed_adapter_batches and len(adapters) > 1 else None
         eos = tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         ids = {eos} if eos is not None else set()
@@ -180,7 +191,8 @@ class LLMEngine:
         self._wakeup = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._torch_lock = threading.Lock()
-        # (adapter, rows) of recent batches: what batching actually did, for logs and tests.
+        # (adapters, rows) of recent batches: what batching actually did, for logs and tests. `adapters` is the
+        # adapter's name (None: the bare base), or its sorted names joined by "+" for a mixed batch.
         self.recent_batches: deque[tuple[str | None, int]] = deque(maxlen=256)
 
     # ------------------------------------------------------------ loading
@@ -212,7 +224,15 @@ class LLMEngine:
         model.to(device)
         model.eval()
         return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
-                   config.batch_window_ms)
+                   config.batch_window_ms, config.mixed_adapter_batches)
+
+    def _adapters_can_mix(self) -> bool:
+        """peft mixes LoRA adapters in one batch, but not DoRA ones or merged weights: those batch per adapter."""
+        configs = getattr(self.model, "peft_config", {})
+        dora = [name for name, c in configs.items() if getattr(c, "use_dora", False)]
+        if dora:
+            log.info("adapters %s use DoRA, which peft cannot mix in one batch: batches hold one adapter each", dora)
+        return not dora
 
     @staticmethod
     def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -278,14 +298,19 @@ class LLMEngine:
             wait = self._waiting[0].arrived + self.batch_window - time.monotonic()
             if wait > 0:  # a fresh request: give the ones sent with it a moment to arrive
                 await asyncio.sleep(wait)
-            adapter = self._waiting[0].adapter
-            batch = [r for r in self._waiting if r.adapter == adapter][: self.max_batch_size]
+            if self.mixed_adapter_batches:
+                batch = self._waiting[: self.max_batch_size]
+            else:
+                first = self._waiting[0].adapter
+                batch = [r for r in self._waiting if r.adapter == first][: self.max_batch_size]
             self._waiting = [r for r in self._waiting if r not in batch]
             metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
             batch = [r for r in batch if not r.cancelled]
             if not batch:
                 continue
-            self.recent_batches.append((adapter, len(batch)))
+            adapters = sorted({r.adapter or "" for r in batch})
+            self.recent_batches.append((batch[0].adapter if len(adapters) == 1 else "+".join(a or "base" for a in adapters),
+                                        len(batch)))
             try:
                 await asyncio.to_thread(self._run_batch, batch)
             except Exception as exc:  # noqa: BLE001 - reported to every waiting caller
@@ -318,13 +343,19 @@ class LLMEngine:
                 pad_token_id=pad,
                 stop_strings=None,
             )
-            with self._torch_lock, torch.inference_mode(), self._adapter_context(batch[0].adapter):
+            adapters = [r.adapter for r in batch]
+            mixed = len(set(adapters)) > 1
+            # A mixed batch runs on the stacked adapters, or names each row's adapter to peft ("__base__": the base).
+            per_row = {"adapter_names": [a or "__base__" for a in adapters]} if mixed and self.stacked is None else {}
+            rows = self.stacked.rows(adapters) if mixed and self.stacked is not None else contextlib.nullcontext()
+            with self._torch_lock, torch.inference_mode(), self._adapter_context(None if mixed else adapters[0], mixed), rows:
                 self.model.generate(
                     input_ids=input_ids,
                     generation_config=config,
                     attention_mask=attention,
                     logits_processor=LogitsProcessorList([_RowSampler([r.settings.temperature for r in batch])]),
                     stopping_criteria=StoppingCriteriaList([monitor]),
+                    **per_row,
                 )
         elapsed = time.perf_counter() - started
         tokens = sum(monitor.counts)
@@ -335,11 +366,9 @@ class LLMEngine:
         for row in range(len(batch)):
             monitor.deliver_final(row)  # rows still running when generation stopped, or with nothing to generate
 
-    def _adapter_context(self, adapter: str | None):
-        """Selects the adapter for a batch; no adapter means the bare base."""
-        import contextlib
-
-        if not self.adapters:
+    def _adapter_context(self, adapter: str | None, mixed: bool = False):
+        """Selects the adapter for a batch; no adapter means the bare base; a mixed batch names them per row."""
+        if not self.adapters or mixed:
             return contextlib.nullcontext()
         if adapter is None:
             return self.model.disable_adapter()

@@ -77,6 +77,7 @@ class LLMHost:
             max_batch_size=llm.max_batch_size,
             max_queue=llm.max_queue,
             batch_window_ms=llm.batch_window_ms,
+            mixed_adapter_batches=llm.mixed_adapter_batches,
             trust_remote_code=llm.trust_remote_code,
             seed=llm.seed,
         )
