@@ -1,0 +1,164 @@
+"""Recall as the gateway does it (TurnRunner.recall): one matrix product over cached vectors must choose
+what the straightforward loop over every record chose, on a real redis-server and a real memory service;
+the vector cache fills in pieces the service accepts; `ohlora bench recall` reports both figures."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway.downstream import Downstream
+from gateway.store import RedisStore, VectorMemo, squash
+from gateway.turn import TurnRunner, best_memory
+from ohlora.bench.recall import TURNS, measure_recall, memory_facts
+from ohlora.config import GatewaySettings
+from ohlora.v1 import llm_pb2
+from services.llm_memory.task import Fact
+
+
+def unit_rows(count: int, dim: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(count, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def loop_choice(query: np.ndarray, texts: list[str], vectors: list[np.ndarray], threshold: float) -> str:
+    """The gateway's recall before it was vectorised: a dot product per record, max over (score, text)."""
+    score, best = max((float(np.dot(query, v)), t) for t, v in zip(texts, vectors))
+    return best if score >= threshold else ""
+
+
+def test_best_memory_chooses_what_the_loop_chooses():
+    vectors = unit_rows(1000, 48, seed=1)
+    texts = [f"[기억 {i}: 값 {i}]" for i in range(1000)]
+    for seed in range(20):
+        query = unit_rows(1, 48, seed=100 + seed)[0]
+        for threshold in (-1.0, 0.3, 0.5):
+            assert best_memory(query, texts, vectors, threshold) == loop_choice(query, texts, list(vectors), threshold)
+
+
+def test_best_memory_ties_go_to_the_greatest_text_and_the_threshold_is_inclusive():
+    vectors = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    texts = ["[가: 1]", "[나: 2]", "[다: 3]"]
+    query = np.array([1, 0], dtype=np.float32)
+    assert best_memory(query, texts, vectors, 1.0) == "[나: 2]" == loop_choice(query, texts, list(vectors), 1.0)
+    assert best_memory(query, texts, vectors, 1.0001) == ""
+
+
+def test_vector_memo_keeps_the_recently_used_within_its_bytes():
+    memo = VectorMemo(max_bytes=3 * 16)  # three vectors of four float32
+    for name in "abc":
+        memo.put(("u", "e", name), np.full(4, ord(name), dtype=np.float32))
+    assert memo.get(("u", "e", "a")) is not None  # "a" is now the most recently used
+    memo.put(("u", "e", "d"), np.zeros(4, dtype=np.float32))
+    assert memo.get(("u", "e", "b")) is None and len(memo) == 3
+    assert [memo.get(("u", "e", n)) is not None for n in "acd"] == [True, True, True]
+    VectorMemo(max_bytes=0).put(("u", "e", "a"), np.zeros(4, dtype=np.float32))  # off: keeps nothing, no error
+
+
+@pytest.fixture
+async def store(redis_server):
+    s = RedisStore.connect(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    await s.check_schema()
+    yield s
+    await s.close()
+
+
+async def test_memory_texts_and_vectors_for_read_what_was_stored(store, redis_server):
+    odd = ['[따옴표 "와" 역슬래시\\: 값/경로]', "[이모지 😊: ✨ 🌹]", "[탭\t문자: 줄]"]
+    added = {}
+    for i, text in enumerate(odd + [f.text for f in memory_facts(50)]):
+        key, value = text[1:-1].split(": ", 1)
+        record, _ = await store.add_memory("u", Fact(key, value, text), "added",
+                                           vector=np.full(4, i, dtype=np.float32) if i % 2 else None, embedder="e")
+        added[record.id] = text
+    assert await store.memory_texts("u") == added
+    assert await store.memory_texts("nobody") == {}
+
+    ids = list(added)
+    fresh = RedisStore.connect(redis_server.url, prefix=store.keys.prefix, vector_memo_bytes=0)
+    try:
+        from_redis = await fresh.vectors_for("u", "e", ids)
+    finally:
+        await fresh.close()
+    from_memo = await store.vectors_for("u", "e", ids)  # the first read fills the memo...
+    assert len(store.vector_memo) == len(ids) // 2
+    again = await store.vectors_for("u", "e", ids)  # ...which the second read uses
+    for n, (a, b, c) in enumerate(zip(from_redis, from_memo, again)):
+        if n % 2:
+            assert a.tolist() == b.tolist() == c.tolist() == [float(n)] * 4
+        else:
+            assert a is None and b is None and c is None
+
+
+@pytest.fixture
+def memory_service(start_service, tiny_config):
+    """The real memory service on the tiny models; threshold -1 so every recall returns its top memory."""
+    service = start_service("serve", "llm_memory", "--config", str(tiny_config), env={"OHLORA_EMBEDDER__THRESHOLD": "-1.0"})
+    service.wait_serving()
+    return service
+
+
+def never_warns(message: str) -> None:
+    raise AssertionError(f"recall warned: {message}")
+
+
+async def test_recall_chooses_what_the_loop_over_every_record_chooses(store, memory_service):
+    """300 memories without vectors (more than one Embed call may carry) and one too short to count: the first
+    recall fills the cache in pieces; every recall then matches the loop over list_memories + vectors().
+    The tiny embedder gives many memories the same vector (its tokenizer knows little Korean), so ties
+    at the top are common: they go to the greatest text both ways."""
+    facts = memory_facts(300) + [Fact("a", "b", "ab")]
+    for fact in facts:
+        await store.add_memory("u", fact, "imported")
+    settings = GatewaySettings(redis_url="redis://unused", memory_address=memory_service.address)
+    down = Downstream(settings)
+    runner = TurnRunner(settings, store, down)
+    try:
+        chosen = [await runner.recall("u", text, never_warns) for text in TURNS]
+        records = [r for r in await store.list_memories("u") if len(squash(r.text)) >= 3]
+        for text, got in zip(TURNS, chosen):
+            query = await down.memory.Embed(llm_pb2.EmbedRequest(texts=[text], kind="query"))
+            cached = await store.vectors("u", query.embedder_id)
+            assert set(cached) == {r.id for r in records}  # filled, the too-short memory left out
+            q = np.array(query.embeddings[0].values, dtype=np.float32)
+            expected = loop_choice(q, [r.text for r in records], [cached[r.id] for r in records], query.threshold)
+            assert got  # threshold -1: always a memory
+            if got != expected:  # only a memory tied with the loop's to float rounding may differ (matmul vs dot)
+                score = {r.text: float(np.dot(q, cached[r.id])) for r in records}
+                assert abs(score[got] - score[expected]) < 1e-6, (text, got, expected)
+        assert await runner.recall("nobody", TURNS[0], never_warns) == ""
+    finally:
+        await down.close()
+
+
+async def test_recall_without_the_memory_service_warns_and_answers_without_memories(store):
+    """Only a user with memories that count hears about it: one whose memories are all too short does not."""
+    from ohlora.client import free_port
+
+    await store.add_memory("short", Fact("a", "b", "ab"), "added")
+    await store.add_memory("u", Fact("좋아하는 음식", "떡볶이", "[좋아하는 음식: 떡볶이]"), "added")
+    settings = GatewaySettings(redis_url="redis://unused", memory_address=f"127.0.0.1:{free_port()}", embed_deadline=2.0)
+    down = Downstream(settings)
+    runner = TurnRunner(settings, store, down)
+    warnings: list[str] = []
+    try:
+        assert await runner.recall("short", "떡볶이 먹을까", warnings.append) == ""
+        assert warnings == []
+        assert await runner.recall("u", "떡볶이 먹을까", warnings.append) == ""
+    finally:
+        await down.close()
+    assert len(warnings) == 1 and "memory recall is unavailable" in warnings[0]
+    assert grpc.StatusCode.UNAVAILABLE.name in warnings[0] or grpc.StatusCode.DEADLINE_EXCEEDED.name in warnings[0]
+
+
+def test_the_recall_bench_reports_both_figures(tiny_config):
+    """The suite itself, on the tiny models (the mini preset's embedder is what `ohlora bench recall` uses)."""
+    result = measure_recall(tiny_config, memories=1000, rounds=6)
+    assert {"recall_p95_ms", "recall_speedup"} <= set(result.results)
+    assert result.results["recall_p95_ms"] > 0 and result.results["recall_speedup"] > 1
+    assert [row[1] for row in result.rows] == [6, 6, 2, 6, 1]
+    # The tiny tokenizer maps many memories to one token sequence: exact ties, so agreement is only reported.
+    assert any("chose the gateway's memory in" in note for note in result.notes), result.notes
