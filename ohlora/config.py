@@ -66,6 +66,8 @@ class LLMSettings(BaseModel):
     batch_window_ms: float = 0.0
     # Rows of different tasks' adapters share one forward pass (peft adapter_names); false: one adapter per batch.
     mixed_adapter_batches: bool = True
+    # "int8": weight-only int8 linear layers (torchao; the `int8` extra); None: the weights as loaded.
+    quantize: Literal["int8"] | None = None
     trust_remote_code: bool = False
     # Seeds torch's sampling at load, so runs can be repeated (benchmarks compare like with like); None = random.
     seed: int | None = None

@@ -33,6 +33,7 @@ _SUITES = {
     "llm-batching": "ohlora.bench.llm:llm_batching",
     "llm-consolidated": "ohlora.bench.llm:consolidated",
     "llm-mixed-adapters": "ohlora.bench.llm:mixed_adapters",
+    "llm-int8": "ohlora.bench.llm:llm_int8",
     "face": "ohlora.bench.face:face",
     "gateway-overhead": "ohlora.bench.gateway:gateway_overhead",
     "critical-path": "ohlora.bench.gateway:critical_path",

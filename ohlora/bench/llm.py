@@ -16,6 +16,7 @@ from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
 from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.task import ChatPrompt, GenerationSettings
 from ohlora.runtime.cpu_memory import keep_freed_memory
+from ohlora.runtime.device import resolve_dtype
 from ohlora.v1 import llm_pb2, llm_pb2_grpc
 
 TOPICS = ["a lighthouse keeper", "a lost robot", "a dragon who bakes", "two rival chess clubs",
@@ -131,6 +132,68 @@ async def _mixed_adapters(quick: bool) -> SuiteResult:
 
 def mixed_adapters(quick: bool) -> SuiteResult:
     return asyncio.run(_mixed_adapters(quick))
+
+
+def llm_int8(quick: bool) -> SuiteResult:
+    """Decode speed of the mini preset's LLM with its weights as loaded vs weight-only int8, side by side.
+
+    Decoding one row is memory-bound (every weight read once a step), which is what int8 weights cut;
+    prefill is compute-bound and is shown as context. Both models stay loaded and take turns.
+    """
+    import torch
+
+    from ohlora.config import load_settings
+    from ohlora.llm.quantize import quantize_weights
+    from ohlora.presets import preset_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    keep_freed_memory()
+    base = load_settings(preset_config("mini")).llm.base_model
+    dtype = bench_dtype()
+    torch_dtype = resolve_dtype(dtype, torch.device("cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    models = {}
+    for name in ("plain", "int8"):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).eval()
+        quantize_weights(model, "int8" if name == "int8" else None)
+        models[name] = model
+    prompt = _prompt(TOPICS[0])
+    text = tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
+    long_ids = torch.randint(100, 20000, (1, 300), generator=torch.Generator().manual_seed(0))
+    new_tokens = 16 if quick else 48
+
+    def decode(model: torch.nn.Module) -> tuple[float, str]:
+        started = time.perf_counter()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False)
+        return new_tokens / (time.perf_counter() - started), tokenizer.decode(out[0, ids.shape[1]:])
+
+    def prefill(model: torch.nn.Module) -> float:
+        started = time.perf_counter()
+        model(long_ids)
+        return time.perf_counter() - started
+
+    rows: list[list[object]] = []
+    ratios = []
+    with torch.inference_mode():
+        for model in models.values():  # the first generation of each pays one-off costs
+            model.generate(ids, max_new_tokens=2, do_sample=False)
+        for r in range(3):
+            speed = {}
+            for name, model in (models.items() if r % 2 == 0 else reversed(models.items())):
+                speed[name], sample = decode(model)
+                rows.append([r + 1, name, speed[name], prefill(model), sample[:40]])
+            ratios.append(speed["int8"] / speed["plain"])
+    rows.sort(key=lambda row: (row[0], row[1] != "plain"))
+    return SuiteResult(
+        columns=["round", "weights", "decode tok/s", "prefill 300 tokens s", "greedy text"],
+        rows=rows,
+        results={"int8_decode_speedup": statistics.median(ratios)},
+        notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM) in-process, one row, greedy, {new_tokens} new tokens; "
+               "int8 = every Linear as ohlora.llm.quantize.Int8Linear (torch's _weight_int8pack_mm for few rows); median of 3 rounds, order alternating"],
+        dtype=dtype,
+    )
 
 
 def _build_adapters(base: Path, root: Path, tasks: list[str]) -> dict[str, Path]:

@@ -60,7 +60,7 @@ async def _run_all(engine: LLMEngine, spec: TaskSpec, calls: list[dict[str, str]
 async def _quality(quick: bool) -> SuiteResult:
     settings = load_settings(preset_config("mini"))
     engine = LLMEngine.load(EngineConfig(base_model=settings.llm.base_model, dtype=settings.llm.dtype, device="cpu",
-                                         max_batch_size=8))
+                                         max_batch_size=8, quantize=settings.llm.quantize))
     engine.start()
     prompts = PROMPTS[:10] if quick else PROMPTS
     texts = [p.text for p in prompts]

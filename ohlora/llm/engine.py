@@ -36,6 +36,7 @@ from transformers import (
 
 from ohlora.errors import InvalidInput, QueueFull
 from ohlora.llm.multi_lora import StackedLoRA
+from ohlora.llm.quantize import quantize_weights
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
 from ohlora.runtime import metrics
 from ohlora.runtime.device import choose_dtype, resolve_device
@@ -59,6 +60,7 @@ class EngineConfig:
     seed: int | None = None
     # False: a batch holds one adapter's requests only (the others wait for the next batch).
     mixed_adapter_batches: bool = True
+    quantize: str | None = None  # "int8": weight-only int8 linear layers (ohlora.llm.quantize)
 
 
 @dataclass
@@ -221,6 +223,7 @@ class LLMEngine:
             model = PeftModel.from_pretrained(model, config.adapters[first], adapter_name=first)
             for name in names[1:]:
                 model.load_adapter(config.adapters[name], adapter_name=name)
+        quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()
         return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,

@@ -78,6 +78,7 @@ class LLMHost:
             max_queue=llm.max_queue,
             batch_window_ms=llm.batch_window_ms,
             mixed_adapter_batches=llm.mixed_adapter_batches,
+            quantize=llm.quantize,
             trust_remote_code=llm.trust_remote_code,
             seed=llm.seed,
         )

@@ -73,18 +73,20 @@ class StackedLoRA:
     @staticmethod
     def _stack(module: torch.nn.Module, adapters: list[str]) -> _StackedLayer:
         base = module.get_base_layer()
-        weight = base.weight
+        # An int8 base layer (ohlora.llm.quantize) says its float dtype; others have a float weight.
+        dtype = getattr(base, "compute_dtype", None) or base.weight.dtype
+        device = next(base.buffers(), None).device if hasattr(base, "compute_dtype") else base.weight.device
         present = [n for n in adapters if n in module.lora_A]
         rank = max((module.lora_A[n].weight.shape[0] for n in present), default=1)
-        a = torch.zeros(len(adapters) + 1, rank, base.in_features, dtype=weight.dtype, device=weight.device)
-        b = torch.zeros(len(adapters) + 1, base.out_features, rank, dtype=weight.dtype, device=weight.device)
+        a = torch.zeros(len(adapters) + 1, rank, base.in_features, dtype=dtype, device=device)
+        b = torch.zeros(len(adapters) + 1, base.out_features, rank, dtype=dtype, device=device)
         for slot, name in enumerate(adapters, start=1):
             if name not in module.lora_A:
                 continue  # this adapter does not touch this layer: its slot stays zero
             lora_a, lora_b = module.lora_A[name].weight, module.lora_B[name].weight
             r = lora_a.shape[0]
-            a[slot, :r] = lora_a.to(weight.dtype)
-            b[slot, :, :r] = (lora_b * module.scaling[name]).to(weight.dtype)
+            a[slot, :r] = lora_a.to(dtype)
+            b[slot, :, :r] = (lora_b * module.scaling[name]).to(dtype)
         return _StackedLayer(module, a.transpose(1, 2).contiguous(), b.transpose(1, 2).contiguous())
 
     @contextlib.contextmanager

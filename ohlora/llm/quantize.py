@@ -1,0 +1,78 @@
+"""Weight-only int8 for the LLM's linear layers, for CPUs where decoding is memory-bound.
+
+A decode step reads every weight once: 2 GB for Qwen2.5-0.5B in fp32, 1 GB in bf16. Stored as
+int8 with one scale per output row, the same step reads a quarter (or half) of that.
+
+The matmul is torch's own int8-weight kernel, `aten._weight_int8pack_mm` (the one torchao and
+gpt-fast use on CPU); nothing here is a hand-written kernel. Why not torchao's
+`Int8WeightOnlyConfig` itself: measured on Qwen2.5-0.5B in bf16 on a 2-core CPU it decoded
+*slower* than the plain weights (int8_decode_speedup 0.86, docs/benchmarks.md), and with fp32
+activations the kernel takes a slow path (5x slower than fp32 F.linear on one row). So:
+- few rows (decoding): activations go to bf16 for the kernel and back, on any CPU;
+- many rows (prefill, compute-bound): the int8 weight is dequantized into the activations'
+  dtype for one ordinary matmul, so prefill runs at float speed.
+
+Quantize after adapters attach: LoRA layers keep their float A and B and only their base
+layer becomes int8, so adapters (and mixed-adapter batches) work unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+# Rows (tokens in the call) up to which the int8 kernel is used; above it, dequantize + matmul.
+KERNEL_MAX_ROWS = 16
+
+
+class Int8Linear(torch.nn.Module):
+    """A Linear whose weight is int8 with one float scale per output row (symmetric, round to nearest)."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scales = weight.abs().amax(dim=1).clamp_min(1e-8) / 127.0
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.compute_dtype = linear.weight.dtype
+        self.register_buffer("qweight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scales.to(torch.bfloat16))
+        self.register_buffer("float_scales", scales.to(linear.weight.dtype))
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight (for code that inspects `.weight`; the forward never builds it for few rows)."""
+        return self.qweight.to(self.compute_dtype) * self.float_scales[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if rows <= KERNEL_MAX_ROWS and x.device.type == "cpu":
+            flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)
+            out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales).to(x.dtype)
+            out = out.reshape(*x.shape[:-1], self.out_features)
+            return out if self.bias is None else out + self.bias.to(x.dtype)
+        return F.linear(x, self.qweight.to(x.dtype) * self.float_scales.to(x.dtype)[:, None],
+                        None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
+
+
+def quantize_weights(model: torch.nn.Module, mode: str | None) -> int:
+    """Replaces every float nn.Linear (LoRA A/B excepted) with an Int8Linear; returns how many."""
+    if mode is None:
+        return 0
+    if mode != "int8":
+        raise ValueError(f"unknown llm.quantize {mode!r}; use \"int8\" or leave it unset")
+    targets = [(name, module) for name, module in model.named_modules()
+               if type(module) is torch.nn.Linear and ".lora_" not in f".{name}" and module.weight.is_floating_point()]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, Int8Linear(module))
+    log.info("quantized %d linear layers to int8 (weight-only)", len(targets))
+    return len(targets)
