@@ -214,3 +214,19 @@ def test_row_sampler_draws_from_temperature_then_top_k_and_greedy_rows_take_the_
     for row, temperature in ((0, 0.7), (2, 2.0)):
         expected = torch.softmax(logits[0, :3] / temperature, -1)
         assert torch.allclose(counts[row, :3] / 4000, expected, atol=0.03), (counts[row], expected)
+
+
+async def test_a_seeded_engine_samples_the_same_text_alone_and_in_any_batch(engine):
+    """llm.seed: a request's draws come from its own generator, so batching does not change what it says."""
+    warm = GenerationSettings(temperature=1.0, max_new_tokens=16)
+    engine.seed = 7
+    try:
+        alone = await final(engine, "로라야 뭐 해?", warm, "message")
+        again = await final(engine, "로라야 뭐 해?", warm, "message")
+        batched = await asyncio.gather(final(engine, "안녕 로라", warm, "pose"), final(engine, "로라야 뭐 해?", warm, "message"),
+                                       final(engine, "오늘 날씨", warm, None))
+    finally:
+        engine.seed = None
+    unseeded = {(await final(engine, "로라야 뭐 해?", warm, "message")).text for _ in range(4)}
+    assert alone.text == again.text == batched[1].text
+    assert len(unseeded) > 1, "without a seed, temperature 1 really samples (else this test could not fail)"

@@ -18,6 +18,7 @@ import copy
 import logging
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)
+    generator: torch.Generator | None = None  # set under llm.seed
 
     @property
     def max_new(self) -> int:
@@ -92,16 +94,23 @@ class _RowSampler(LogitsProcessor):
     softmax, as transformers' own warpers do. Temperature 0 means greedy for that row.
     """
 
-    def __init__(self, temperatures: list[float], top_k: int = TOP_K) -> None:
+    def __init__(self, temperatures: list[float], top_k: int = TOP_K,
+                 generators: list[torch.Generator | None] | None = None) -> None:
         self.temperatures = torch.tensor(temperatures, dtype=torch.float32).unsqueeze(1)
         self.greedy = self.temperatures.squeeze(1) <= 0
         self.top_k = top_k
+        self.generators = generators if generators and any(g is not None for g in generators) else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         k = min(self.top_k, scores.shape[-1])
         top, candidates = scores.float().topk(k, dim=-1)  # sorted, best first
         temperatures = self.temperatures.to(scores.device).clamp_min(1e-5)
-        choice = torch.multinomial(torch.softmax(top / temperatures, dim=-1), 1)
+        probs = torch.softmax(top / temperatures, dim=-1)
+        if self.generators is None:
+            choice = torch.multinomial(probs, 1)
+        else:  # seeded rows: each draws from its own generator, whatever else is in the batch
+            choice = torch.cat([torch.multinomial(probs[row].cpu(), 1, generator=g).to(probs.device) for row, g in
+                                enumerate(self.generators)]).unsqueeze(1)
         choice[self.greedy.to(scores.device)] = 0
         chosen = candidates.gather(-1, choice)
         only = torch.full_like(scores, float("-inf"))
@@ -193,6 +202,9 @@ class LLMEngine:
         self._wakeup = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._torch_lock = threading.Lock()
+        # llm.seed: each request draws from its own generator, seeded by the seed and its prompt and adapter,
+        # so a run repeats whatever batches the requests happened to share (benchmarks compare like with like).
+        self.seed: int | None = None
         # (adapters, rows) of recent batches: what batching actually did, for logs and tests. `adapters` is the
         # adapter's name (None: the bare base), or its sorted names joined by "+" for a mixed batch.
         self.recent_batches: deque[tuple[str | None, int]] = deque(maxlen=256)
@@ -209,8 +221,6 @@ class LLMEngine:
         choice = choose_dtype(config.dtype, device)
         dtype = choice.dtype
         log.info("loading base %s on %s as %s (%s)", config.base_model, device, choice.name, choice.reason)
-        if config.seed is not None:
-            torch.manual_seed(config.seed)
         tokenizer = AutoTokenizer.from_pretrained(config.base_model, trust_remote_code=config.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             config.base_model, dtype=dtype, trust_remote_code=config.trust_remote_code
@@ -226,8 +236,10 @@ class LLMEngine:
         quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()
-        return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
-                   config.batch_window_ms, config.mixed_adapter_batches)
+        engine = cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
+                     config.batch_window_ms, config.mixed_adapter_batches)
+        engine.seed = config.seed
+        return engine
 
     def _adapters_can_mix(self) -> bool:
         """peft mixes LoRA adapters in one batch, but not DoRA ones or merged weights: those batch per adapter."""
@@ -284,6 +296,9 @@ class LLMEngine:
             metrics.QUEUE_REJECTIONS.labels(self.name).inc()
             raise QueueFull(f"the {self.name} queue is full ({self.max_queue} waiting); retry later")
         req = _Request(prompt_ids, adapter, settings, stream, asyncio.Queue(), asyncio.get_running_loop())
+        if self.seed is not None:
+            key = f"{self.seed}|{adapter}|{settings.temperature}|".encode() + bytes(str(prompt_ids), "ascii")
+            req.generator = torch.Generator().manual_seed(zlib.crc32(key))
         self._waiting.append(req)
         metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
         self._wakeup.set()
@@ -356,7 +371,8 @@ class LLMEngine:
                     input_ids=input_ids,
                     generation_config=config,
                     attention_mask=attention,
-                    logits_processor=LogitsProcessorList([_RowSampler([r.settings.temperature for r in batch])]),
+                    logits_processor=LogitsProcessorList([_RowSampler([r.settings.temperature for r in batch],
+                                                                        generators=[r.generator for r in batch])]),
                     stopping_criteria=StoppingCriteriaList([monitor]),
                     **per_row,
                 )
