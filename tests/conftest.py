@@ -70,6 +70,19 @@ def start_service(tmp_path):
         handle.terminate()
 
 
+@pytest.fixture
+async def store(redis_server):
+    """A gateway RedisStore on the shared real Redis, under a key prefix of its own."""
+    import uuid
+
+    from gateway.store import RedisStore
+
+    s = RedisStore.connect(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    await s.check_schema()
+    yield s
+    await s.close()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server on a free loopback port, AOF on."""

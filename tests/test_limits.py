@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
 from gateway.auth import TokenStore, token_hash
 from gateway.limits import Bucket, RateLimiter
-from gateway.store import RedisStore
 from ohlora.errors import InvalidInput, LimitExceeded
-
-
-@pytest.fixture
-async def store(redis_server):
-    s = RedisStore.connect(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
-    yield s
-    await s.close()
 
 
 async def test_bucket_allows_a_burst_then_refills_at_the_rate(store):

@@ -4,7 +4,6 @@ the vector cache fills in pieces the service accepts; `ohlora bench recall` repo
 
 from __future__ import annotations
 
-import uuid
 
 import grpc
 import numpy as np
@@ -56,14 +55,6 @@ def test_vector_memo_keeps_the_recently_used_within_its_bytes():
     assert memo.get(("u", "e", "b")) is None and len(memo) == 3
     assert [memo.get(("u", "e", n)) is not None for n in "acd"] == [True, True, True]
     VectorMemo(max_bytes=0).put(("u", "e", "a"), np.zeros(4, dtype=np.float32))  # off: keeps nothing, no error
-
-
-@pytest.fixture
-async def store(redis_server):
-    s = RedisStore.connect(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
-    await s.check_schema()
-    yield s
-    await s.close()
 
 
 async def test_memory_texts_and_vectors_for_read_what_was_stored(store, redis_server):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import numpy as np
 import pytest
@@ -11,14 +10,6 @@ import pytest
 from gateway.memory_file import format_memory_file, parse_memory_file
 from gateway.store import Busy, RedisStore
 from services.llm_memory.task import Fact
-
-
-@pytest.fixture
-async def store(redis_server):
-    s = RedisStore.connect(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}")
-    await s.check_schema()
-    yield s
-    await s.close()
 
 
 def fact(text: str) -> Fact:

@@ -3,10 +3,10 @@
 Requests queue up (bounded; a full queue is RESOURCE_EXHAUSTED). One scheduler runs
 one batch at a time: it takes the waiting requests oldest first, whatever their adapter,
 so requests that arrive while a batch runs join the next one. Rows of different LoRA
-adapters share one forward pass of the base (peft's `adapter_names`: each LoRA layer
-adds its adapter's delta to its own rows, as S-LoRA, Punica and vLLM batch adapters), so a
-turn's reply and memory extraction, or its summary and expression, run together on one
-base. Each row keeps its own temperature, token budget and stop strings, and streams its
+adapters share one forward pass of the base: each LoRA layer adds its adapter's delta to
+its own rows (ohlora.llm.multi_lora, or peft's `adapter_names` for what that cannot stack),
+as S-LoRA, Punica and vLLM batch adapters, so a turn's reply and memory extraction, or its
+summary and expression, run together on one base. Each row keeps its own temperature, token budget and stop strings, and streams its
 text as tokens arrive.
 """
 
@@ -177,6 +177,7 @@ class LLMEngine:
         name: str = "llm",
         batch_window_ms: float = 0.0,
         mixed_adapter_batches: bool = True,
+        seed: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -204,7 +205,7 @@ class LLMEngine:
         self._torch_lock = threading.Lock()
         # llm.seed: each request draws from its own generator, seeded by the seed and its prompt and adapter,
         # so a run repeats whatever batches the requests happened to share (benchmarks compare like with like).
-        self.seed: int | None = None
+        self.seed = seed
         # (adapters, rows) of recent batches: what batching actually did, for logs and tests. `adapters` is the
         # adapter's name (None: the bare base), or its sorted names joined by "+" for a mixed batch.
         self.recent_batches: deque[tuple[str | None, int]] = deque(maxlen=256)
@@ -236,10 +237,8 @@ class LLMEngine:
         quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()
-        engine = cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
-                     config.batch_window_ms, config.mixed_adapter_batches)
-        engine.seed = config.seed
-        return engine
+        return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
+                   config.batch_window_ms, config.mixed_adapter_batches, config.seed)
 
     def _adapters_can_mix(self) -> bool:
         """peft mixes LoRA adapters in one batch, but not DoRA ones or merged weights: those batch per adapter."""
