@@ -95,7 +95,8 @@ async def _quality(quick: bool) -> SuiteResult:
             "mini_memory_valid_share": memory_valid,
         },
         notes=[
-            f"{n} Korean turns, Qwen2.5-Coder-0.5B-Instruct on CPU, chat dialect, tasks batched; {elapsed:.0f} s in all",
+            f"{n} Korean turns, Qwen2.5-Coder-0.5B-Instruct on CPU"
+            f"{', int8 weights' if settings.llm.quantize else ''}, chat dialect, tasks batched; {elapsed:.0f} s in all",
             f"memory: a fact for {sum(m.value is not None for m in with_fact)}/{len(with_fact)} turns that state one, "
             f"nothing for {sum(m.value is None and not m.stats.fallback for m in without_fact)}/{len(without_fact)} that do not",
             f"replies reusing a clause of a few-shot example: {sum(copies_an_example(r.value) for r in replies)}/{n}",

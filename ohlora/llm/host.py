@@ -95,7 +95,7 @@ class LLMHost:
             from services.llm_memory.embedder import Embedder
 
             embedder = await asyncio.to_thread(Embedder.load, self.settings.embedder)
-            await asyncio.to_thread(embedder.encode, ["안녕"], "query")
+            await embedder.encode_async(["안녕"], "query")
             self.embedder = embedder
         self.engine = engine
         log.info("loaded", extra={"fields": {"tasks": self.tasks, "adapters": engine.adapters}})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 
 from ohlora.errors import InvalidInput, NotReady
@@ -44,7 +42,7 @@ class MemoryServicer(llm_pb2_grpc.MemoryServiceServicer):
         if request.kind not in EMBED_KINDS:
             raise InvalidInput(f"kind {request.kind!r} is unknown; use 'query' or 'passage'")
         texts = [require_text(t, f"texts[{i}]", self.host.max_input_chars) for i, t in enumerate(request.texts)]
-        vectors = await asyncio.to_thread(embedder.encode, texts, request.kind)
+        vectors = await embedder.encode_async(texts, request.kind)
         return llm_pb2.EmbedResponse(
             embeddings=[llm_pb2.Embedding(values=v.tolist()) for v in vectors],
             embedder_id=embedder.embedder_id,
