@@ -50,6 +50,10 @@ def suite_function(name: str) -> Callable[[bool], SuiteResult]:
     return getattr(importlib.import_module(module), function)
 
 
+# Environment caps that make a newer CPU behave like an older one; recorded whenever set.
+CPU_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def bench_dtype() -> str:
     """The dtype suites load their LLMs in: `ohlora bench --dtype` (OHLORA_BENCH_DTYPE), else auto."""
     import os
@@ -76,7 +80,7 @@ def machine_info(dtype: str | None = None) -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    for var in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
+    for var in CPU_CAPS:
         if os.environ.get(var):
             info[var] = os.environ[var]
     if dtype is not None:
@@ -87,7 +91,7 @@ def machine_info(dtype: str | None = None) -> dict[str, object]:
 
 
 def machine_note(info: dict[str, object]) -> str:
-    caps = "".join(f", {k}={info[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in info)
+    caps = "".join(f", {k}={info[k]}" for k in CPU_CAPS if k in info)
     dtype = f", dtype {info['dtype']} ({info['dtype_reason']})" if "dtype" in info else ""
     return (f"machine: {info['cpu_capability']} kernels{caps}, {info['cores']} cores, {info['torch_threads']} torch "
             f"threads, torch {info['torch']}{dtype}")
