@@ -63,9 +63,12 @@ def test_reference_arrays_are_reproduced(reference):
             out = generator.synthesis(wp)
             for k, style in enumerate(out["styles"]):
                 np.testing.assert_allclose(style.numpy()[0], ref[f"style_{k:02d}"][i], atol=1e-5)
-            np.testing.assert_allclose(out["image"].numpy()[0], ref["image"][i], atol=1e-4)
+            # 2e-4: the convolutions' summation order follows the kernels oneDNN picks for the CPU; on an Intel
+            # Xeon with AMX one pixel of 196,608 came out 1.03e-4 away from the reference (the same at the
+            # commit before any of this session's changes), elsewhere all stay within 1e-4.
+            np.testing.assert_allclose(out["image"].numpy()[0], ref["image"][i], atol=2e-4)
             assert np.abs(postprocess(out["image"])[0].astype(int) - ref["image_uint8"][i]).max() <= 1
-            np.testing.assert_allclose(generator(z, label).numpy()[0], ref["image"][i], atol=1e-4)
+            np.testing.assert_allclose(generator(z, label).numpy()[0], ref["image"][i], atol=2e-4)
 
 
 def test_expression_edits_match_through_the_renderer(reference, tmp_path):
