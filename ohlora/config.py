@@ -69,7 +69,8 @@ class LLMSettings(BaseModel):
     # "int8": weight-only int8 linear layers (torchao; the `int8` extra); None: the weights as loaded.
     quantize: Literal["int8"] | None = None
     trust_remote_code: bool = False
-    # Seeds torch's sampling at load, so runs can be repeated (benchmarks compare like with like); None = random.
+    # Each request samples from its own generator seeded by this, its prompt and adapter, so a run repeats
+    # whatever batches requests share (benchmarks compare like with like); None = random.
     seed: int | None = None
     # Longest final input accepted by any task, in characters (bad-input guard).
     max_input_chars: int = 2000
