@@ -28,9 +28,9 @@ def _prompt(topic: str) -> ChatPrompt:
     return ChatPrompt(system="You are a storyteller. Answer at length.", user=f"Write a long story about {topic}.")
 
 
-async def _generate(engine: LLMEngine, topic: str, settings: GenerationSettings) -> int:
+async def _generate(engine: LLMEngine, topic: str, settings: GenerationSettings, adapter: str | None = None) -> int:
     tokens = 0
-    async for update in engine.for_adapter(None).generate(_prompt(topic), settings):
+    async for update in engine.for_adapter(adapter).generate(_prompt(topic), settings):
         tokens = update.new_tokens
     return tokens
 
@@ -94,25 +94,19 @@ async def _mixed_adapters(quick: bool) -> SuiteResult:
     settings = GenerationSettings(temperature=0.0, max_new_tokens=32 if quick else 64)
     jobs = list(zip(tasks, TOPICS))
 
-    async def one(task: str, topic: str, s: GenerationSettings) -> int:
-        tokens = 0
-        async for update in engine.for_adapter(task).generate(_prompt(topic), s):
-            tokens = update.new_tokens
-        return tokens
-
     warm = GenerationSettings(temperature=0.0, max_new_tokens=4)
-    await asyncio.gather(*(one(t, x, warm) for t, x in jobs))
+    await asyncio.gather(*(_generate(engine, x, warm, t) for t, x in jobs))
     for t, x in jobs:
-        await one(t, x, warm)
+        await _generate(engine, x, warm, t)
     rows: list[list[object]] = []
     ratios = []
     for r in range(3):
         started = time.perf_counter()
-        alone = [await one(t, x, settings) for t, x in jobs]
+        alone = [await _generate(engine, x, settings, t) for t, x in jobs]
         alone_s = time.perf_counter() - started
         engine.recent_batches.clear()
         started = time.perf_counter()
-        together = await asyncio.gather(*(one(t, x, settings) for t, x in jobs))
+        together = await asyncio.gather(*(_generate(engine, x, settings, t) for t, x in jobs))
         together_s = time.perf_counter() - started
         batches = list(engine.recent_batches)
         ratios.append(alone_s / together_s)

@@ -75,7 +75,7 @@ class StackedLoRA:
         base = module.get_base_layer()
         # An int8 base layer (ohlora.llm.quantize) says its float dtype; others have a float weight.
         dtype = getattr(base, "compute_dtype", None) or base.weight.dtype
-        device = next(base.buffers(), None).device if hasattr(base, "compute_dtype") else base.weight.device
+        device = next(module.lora_A.parameters()).device
         present = [n for n in adapters if n in module.lora_A]
         rank = max((module.lora_A[n].weight.shape[0] for n in present), default=1)
         a = torch.zeros(len(adapters) + 1, rank, base.in_features, dtype=dtype, device=device)
