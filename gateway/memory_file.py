@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ohlora.llm.task import Reject
-from services.llm_memory.task import Fact, normalize_memory, to_fact
+from services.llm_memory.task import Fact, checked_memory_fixed_point, to_fact
 
 
 def parse_line(line: str) -> Fact | None:
@@ -12,7 +12,7 @@ def parse_line(line: str) -> Fact | None:
     if len(line.replace(" ", "")) < 3:  # the original's retrieval skips such lines too
         return None
     try:
-        return to_fact(normalize_memory(line))  # a fixed point: an exported file imports to the same memories
+        return to_fact(checked_memory_fixed_point(line))  # a fixed point: an exported file imports to the same memories
     except Reject:
         return None
 

@@ -28,8 +28,12 @@ class Fact:
     text: str  # "[key: value]" as normalised
 
 
-def normalise_memory(text: str) -> str:
-    """Brings a model answer to "[key: value]" form the way the original does."""
+def bracket_like_original(text: str) -> str:
+    """One pass of the original's reshaping of a model answer towards "[key: value]" (brackets, ": ").
+
+    No checks and not idempotent: `check_memory` decides whether the result is a memory, and
+    `checked_memory_fixed_point` is what stored memories go through.
+    """
     text = strip_invisible(text.replace(ANSWER_END, ""))
     for old, new in (("(", "["), (")", "]"), ("{", "["), ("}", "]"), (" : ", ": ")):
         text = text.replace(old, new)
@@ -48,7 +52,7 @@ def check_memory(text: str) -> str:
     The original crashes with IndexError on an exactly empty answer; here it means
     "nothing to remember", as the original's own comment and its v3 intend.
     """
-    text = normalise_memory(text)
+    text = bracket_like_original(text)
     if "답변 종료" in text or "답변종료" in text:
         raise Reject("stray end mark")
     if text.strip() == "":
@@ -79,8 +83,8 @@ def to_fact(text: str) -> Fact | None:
     return Fact(key=key.strip(), value=value.strip(), text=text)
 
 
-def normalize_memory(text: str) -> str:
-    """check_memory repeated until nothing changes, with line breaks inside the memory made spaces.
+def checked_memory_fixed_point(text: str) -> str:
+    """The form a memory is stored in: check_memory repeated until nothing changes, line breaks made spaces.
 
     The original's normaliser is not idempotent ("0 :0" -> "[0 : 0]" -> "[0: 0]"), and it keeps line
     separators inside a value ("0:\u20280"). What is stored must be one line and a fixed point, or a memory
@@ -97,7 +101,7 @@ def normalize_memory(text: str) -> str:
 
 
 def parse_memory(attempt: Attempt) -> Fact | None:
-    return to_fact(normalize_memory(attempt.text))
+    return to_fact(checked_memory_fixed_point(attempt.text))
 
 
 def build_prompt(final_input: str) -> str:
