@@ -111,27 +111,19 @@ def health(
                                                            envvar="OHLORA_HEALTH_TLS_SERVER_NAME")] = None,
 ) -> None:
     """Exit 0 when the service reports SERVING (for container health checks)."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+    from ohlora.client import check_health
     from ohlora.runtime import tls
 
     try:
-        credentials = tls.channel_credentials(tls_ca, tls_cert, tls_key)
+        reply = check_health(address, service, timeout, tls.ClientTLS(tls_ca, tls_cert, tls_key, tls_server_name))
     except tls.TLSConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    try:
-        channel = (grpc.insecure_channel(address) if credentials is None
-                   else grpc.secure_channel(address, credentials, options=tls.name_override(tls_server_name)))
-        with channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-    except grpc.RpcError as exc:
-        typer.echo(f"{address}: {exc.code().name}: {exc.details()}", err=True)
-        raise typer.Exit(1) from exc
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    typer.echo(f"{address}: {status}")
-    raise typer.Exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+    if reply.error is not None:
+        typer.echo(f"{address}: {reply.status}: {reply.error}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{address}: {reply.status}")
+    raise typer.Exit(0 if reply.status == "SERVING" else 1)
 
 
 @app.command("tiny")

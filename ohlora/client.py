@@ -9,10 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ohlora.runtime.tls import ClientTLS
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -23,16 +26,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def health_status(address: str, service: str = "", timeout: float = 1.0) -> str:
-    """'SERVING', 'NOT_SERVING', ... or the gRPC error code name when the server does not answer."""
+@dataclass(frozen=True)
+class HealthReply:
+    status: str  # 'SERVING', 'NOT_SERVING', ... or the gRPC error code name when the server does not answer
+    error: str | None = None  # the gRPC error's details when the check failed; None when the server answered
+
+
+def check_health(address: str, service: str = "", timeout: float = 1.0, tls: ClientTLS | None = None) -> HealthReply:
+    """One grpc.health.v1 check. `tls` None: the OHLORA_HEALTH_TLS_* variables, as `ohlora health` reads them,
+    so a port that speaks only TLS is checked over TLS. Raises TLSConfigError for unusable TLS settings."""
+    tls = ClientTLS.from_env() if tls is None else tls
     try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
+        with tls.channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     except grpc.RpcError as exc:
-        return exc.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return HealthReply(exc.code().name, exc.details() or exc.code().name)
+    return HealthReply(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def health_status(address: str, service: str = "", timeout: float = 1.0, tls: ClientTLS | None = None) -> str:
+    """'SERVING', 'NOT_SERVING', ... or the gRPC error code name when the server does not answer (see check_health)."""
+    return check_health(address, service, timeout, tls).status
 
 
 def _resolve_prctl():

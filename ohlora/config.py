@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ohlora.errors import ConfigError
 from ohlora.llm.task import Dialect
+from ohlora.redis_url import url_with_password
 
 TASK_NAMES = ("message", "memory", "summary", "pose")
 
@@ -168,8 +169,6 @@ class GatewaySettings(BaseModel):
     @model_validator(mode="after")
     def _password_from_file(self) -> "GatewaySettings":
         if self.redis_password_file is not None:
-            from ohlora.runtime.tls import url_with_password
-
             self.redis_url = url_with_password(self.redis_url, read_secret(self.redis_password_file))
             self.redis_password_file = None  # applied once, even if the settings are validated again
         return self

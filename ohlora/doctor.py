@@ -77,7 +77,7 @@ def redis_check(settings: Settings) -> Check:
 
     from gateway.keys import SCHEMA_VERSION, Keys
 
-    from ohlora.runtime.tls import redacted
+    from ohlora.redis_url import redacted
 
     url = redacted(settings.gateway.redis_url)  # what is printed; the password (from its file) is not
     try:
@@ -94,14 +94,20 @@ def redis_check(settings: Settings) -> Check:
 
 def service_checks(settings: Settings, gateway_address: str) -> list[Check]:
     from ohlora.client import health_status
+    from ohlora.runtime.tls import ClientTLS, TLSConfigError
 
     g = settings.gateway
+    model_tls = ClientTLS.of_gateway(g)  # the model services are checked the way the gateway reaches them
     targets = [("gateway", gateway_address, ""), ("message", g.message_address, "ohlora.v1.MessageService"),
                ("memory", g.memory_address, "ohlora.v1.MemoryService"), ("summary", g.summary_address, "ohlora.v1.SummaryService"),
                ("pose", g.pose_address, "ohlora.v1.PoseService"), ("face", g.face_address, "ohlora.v1.FaceService")]
     checks = []
     for name, address, service in targets:
-        status = health_status(address, service, timeout=2.0)
+        try:
+            status = health_status(address, service, timeout=2.0, tls=None if name == "gateway" else model_tls)
+        except TLSConfigError as exc:
+            checks.append(Check(f"{name} service", False, f"{address}: {exc}", "fix the gateway.tls_* settings"))
+            continue
         fix = {
             "UNAVAILABLE": f"nothing answers at {address}: start everything with `ohlora up` (or this one with "
                            f"`ohlora serve {'llm_' + name if name in ('message', 'memory', 'summary', 'pose') else name}`), or fix the address",

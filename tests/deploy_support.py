@@ -24,9 +24,8 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ohlora.client import free_port
+from ohlora.client import free_port, health_status
 from ohlora.runtime import tls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -221,16 +220,7 @@ class Host:
 
 def health(address: str, env: dict[str, str], timeout: float = 1.0) -> str:
     """One gRPC health check with the same TLS settings `ohlora health` takes from OHLORA_HEALTH_TLS_*."""
-    credentials = tls.channel_credentials(env.get("OHLORA_HEALTH_TLS_CA"), env.get("OHLORA_HEALTH_TLS_CERT"),
-                                          env.get("OHLORA_HEALTH_TLS_KEY"))
-    options = tls.name_override(env.get("OHLORA_HEALTH_TLS_SERVER_NAME"))
-    channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials, options)
-    try:
-        with channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-    except grpc.RpcError as exc:
-        return exc.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return health_status(address, timeout=timeout, tls=tls.ClientTLS.from_env(env))
 
 
 def wait_serving(handles: list[Started], timeout: float = 240.0) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from deploy_support import OHLORA, make_certificates
+from ohlora.client import health_status
 from ohlora.config import GatewaySettings, ServerSettings, load_settings
 from ohlora.errors import ConfigError
+from ohlora.redis_url import redacted
 from ohlora.runtime import tls
 
 
@@ -23,7 +26,7 @@ def test_the_redis_password_comes_from_its_file_into_the_url(tmp_path, monkeypat
     import redis
 
     assert redis.connection.parse_url(url)["password"] == "p@ss:w/rd", "redis-py reads back the same password"
-    assert tls.redacted(url) == "redis://:***@redis:6379/0", "what `ohlora doctor` prints"
+    assert redacted(url) == "redis://:***@redis:6379/0", "what `ohlora doctor` prints"
 
 
 def test_a_missing_password_file_is_a_config_error(tmp_path, monkeypatch):
@@ -47,7 +50,7 @@ def test_an_unreadable_certificate_names_the_file(tmp_path):
         tls.channel_credentials(str(tmp_path / "missing.crt"))
 
 
-def test_health_over_mutual_tls_needs_the_right_certificate(start_service, tmp_path):
+def test_health_over_mutual_tls_needs_the_right_certificate(start_service, tmp_path, monkeypatch):
     certs = make_certificates(tmp_path / "tls", {"svc": ["ohlora-gpu"], "client": ["ohlora-gateway"]})
     ca = str(tmp_path / "tls" / "ca.crt")
     face = start_service("serve", "face", env={
@@ -68,6 +71,41 @@ def test_health_over_mutual_tls_needs_the_right_certificate(start_service, tmp_p
     assert health().returncode == 1, "plaintext is refused"
     assert health("--tls-ca", ca).returncode == 1, "no client certificate, no answer"
     assert health("--tls-ca", ca, "--tls-cert", str(certs["client"][0])).returncode == 2, "a certificate without its key"
+    # The client helper (`ohlora up`, doctor, tests) checks the same way: TLS where configured.
+    client = tls.ClientTLS(ca, str(certs["client"][0]), str(certs["client"][1]))
+    assert health_status(face.address, tls=client) == "SERVING"
+    assert health_status(face.address, tls=tls.ClientTLS()) == "UNAVAILABLE", "plaintext is refused"
+    for name, value in [("CA", ca), ("CERT", str(certs["client"][0])), ("KEY", str(certs["client"][1]))]:
+        monkeypatch.setenv(f"OHLORA_HEALTH_TLS_{name}", value)
+    assert health_status(face.address) == "SERVING", "without a TLS argument: the variables `ohlora health` reads"
+
+
+def project_imports(module: str) -> set[str]:
+    """Every ohlora.* module `module` imports, at the top or inside a function, and what those import in turn."""
+    import ast
+    import importlib.util
+
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # `from ohlora.config import ServerSettings`: a name, not a module
+            continue
+        if name in seen or spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(Path(spec.origin).read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module, *(f"{node.module}.{a.name}" for a in node.names)] if isinstance(node, ast.ImportFrom) and node.module else [])
+            todo += [n for n in names if n.startswith("ohlora")]
+    return seen
+
+
+def test_the_config_does_not_import_the_tls_runtime():
+    """ohlora.runtime.tls builds on the settings; the settings need nothing of it (no import circle)."""
+    assert "ohlora.config" in project_imports("ohlora.runtime.tls")
+    assert "ohlora.runtime.tls" not in project_imports("ohlora.config")
 
 
 def test_gateway_settings_carry_no_tls_by_default():

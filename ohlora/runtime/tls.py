@@ -7,12 +7,14 @@ listing. One helper per side keeps the server, the gateway's channels and `ohlor
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import grpc
 
-from ohlora.config import ServerSettings
+from ohlora.config import GatewaySettings, ServerSettings
 
 
 class TLSConfigError(ValueError):
@@ -71,18 +73,34 @@ def name_override(server_name: str | None) -> list[tuple[str, str]]:
     return [("grpc.ssl_target_name_override", server_name)] if server_name else []
 
 
-def url_with_password(url: str, password: str) -> str:
-    """A redis:// URL with the password put in (any password already in the URL is replaced)."""
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+@dataclass(frozen=True)
+class ClientTLS:
+    """How a client reaches a server: plaintext without a CA, TLS with one, mutual TLS with cert and key too.
 
+    One value for every blocking client (`ohlora health`, `ohlora.client.health_status`, `ohlora doctor`),
+    so a check never talks plaintext to a port that only speaks TLS.
+    """
 
-def redacted(url: str) -> str:
-    """The URL as it may be printed: any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None  # the name in the server's certificate, when the address differs
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ClientTLS":
+        """The OHLORA_HEALTH_TLS_* variables `ohlora health` reads (set in containers whose port speaks TLS)."""
+        env = os.environ if env is None else env
+        return cls(env.get("OHLORA_HEALTH_TLS_CA"), env.get("OHLORA_HEALTH_TLS_CERT"), env.get("OHLORA_HEALTH_TLS_KEY"),
+                   env.get("OHLORA_HEALTH_TLS_SERVER_NAME"))
+
+    @classmethod
+    def of_gateway(cls, settings: GatewaySettings) -> "ClientTLS":
+        """What the gateway uses towards the model services."""
+        return cls(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file, settings.tls_server_name)
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A blocking channel to `address`; raises TLSConfigError when the settings are incomplete or unreadable."""
+        credentials = channel_credentials(self.ca_file, self.cert_file, self.key_file)
+        if credentials is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, credentials, options=name_override(self.server_name))
