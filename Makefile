@@ -23,8 +23,9 @@ install-test: $(PY)
 # Debian packages the tests use: a real Redis server, and a virtual display (Xvfb) plus xdotool
 # to check the chat client's face window; docker-compose (1.29, validates and resolves the compose
 # files, no Docker engine needed), iproute2 (network namespaces for the several-hosts test) and
-# openssl (test certificates for mutual TLS).
-SYSTEM_TOOLS := redis-server:redis-server Xvfb:xvfb xdotool:xdotool docker-compose:docker-compose ip:iproute2 openssl:openssl
+# openssl (test certificates for mutual TLS); chromium and its chromedriver (the web page's tests, headless).
+SYSTEM_TOOLS := redis-server:redis-server Xvfb:xvfb xdotool:xdotool docker-compose:docker-compose ip:iproute2 openssl:openssl \
+	chromium:chromium chromedriver:chromium-driver
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi

@@ -7,12 +7,23 @@ Redis's (TIME), so replicas on hosts with skewed clocks agree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from gateway.keys import Keys
 from ohlora.errors import LimitExceeded
+
+RATE_LIMIT_PREFIX = "rate limit:"  # how a refusal's message starts, so clients (the web tier) can tell it from size limits
+_RETRY_IN = re.compile(r"retry in (\d+(?:\.\d+)?) s")
+
+
+def retry_after(message: str) -> float | None:
+    """Seconds until a refused caller may retry, read from a rate-limit message; None for any other message."""
+    match = _RETRY_IN.search(message) if message.startswith(RATE_LIMIT_PREFIX) else None
+    return float(match.group(1)) if match else None
+
 
 # KEYS[1] bucket; ARGV rate per second, burst. Returns {1, 0} or {0, ms until one token is back}.
 TAKE = """
@@ -53,6 +64,6 @@ class RateLimiter:
         allowed, wait_ms = await self._take(keys=[self.keys.rate(uid, b.name)], args=[b.per_minute / 60.0, b.burst])
         if not int(allowed):
             raise LimitExceeded(
-                f"rate limit: at most {b.per_minute:g} {b.what} per minute (bursts of {b.burst}) per user; "
+                f"{RATE_LIMIT_PREFIX} at most {b.per_minute:g} {b.what} per minute (bursts of {b.burst}) per user; "
                 f"retry in {int(wait_ms) / 1000:.1f} s"
             )

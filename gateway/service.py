@@ -16,7 +16,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
 from gateway import inputs
-from gateway.animation import Animator
+from gateway.animation import BASE, Animator
 from gateway.auth import Authenticator, TokenStore
 from gateway.downstream import Downstream
 from gateway.limits import Bucket, RateLimiter
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"]
 SERVICE_NAME = SERVICE.full_name
 MAX_ID_CHARS = 64
+THUMBNAIL_SIZE = 128  # FacesRequest.size 0
+MAX_THUMBNAILS = 512  # cached pictures (faces x sizes) before the cache starts over
 
 
 def memory_message(record) -> gateway_pb2.Memory:
@@ -47,6 +49,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.down = down
         self.turns = TurnRunner(settings, store, down)
         self.auth = Authenticator(settings.auth, TokenStore(store.redis, store.keys))
+        self._thumbnails: dict[tuple[int, int], bytes] = {}  # (face, size) -> JPEG: a face at rest never changes
         self.limits = RateLimiter(store.redis, store.keys, [
             Bucket("turn", settings.turns_per_minute, settings.turn_burst, "chat turns"),
             Bucket("call", settings.calls_per_minute, settings.call_burst, "requests"),
@@ -75,6 +78,30 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             face = random.choice(await self._faces())
             await self.store.set_face(uid, face)
         return face
+
+    async def Faces(self, request: gateway_pb2.FacesRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.FacesResponse:
+        """Every face at rest, small, for a chooser (the contact sheet of `ohlora faces`), and the user's choice."""
+        uid = await self.caller(context)
+        size = request.size or THUMBNAIL_SIZE
+        listed = await self.down.face.ListFaces(face_pb2.ListFacesRequest(), timeout=self.settings.face_deadline)
+        images = await asyncio.gather(*(self._thumbnail(f.face_id, size) for f in listed.faces))
+        chosen = await self.store.face(uid)
+        return gateway_pb2.FacesResponse(
+            faces=[gateway_pb2.FaceThumbnail(face_id=f.face_id, description=f.description, image=image)
+                   for f, image in zip(listed.faces, images)],
+            chosen=chosen,
+        )
+
+    async def _thumbnail(self, face: int, size: int) -> bytes:
+        key = (face, size)
+        if key not in self._thumbnails:
+            render = face_pb2.RenderRequest(face_id=face, format=face_pb2.IMAGE_FORMAT_JPEG, size=size,
+                                            expressions=[common_pb2.Expression(eyes=BASE[0], mouth=BASE[1], pose=BASE[2])])
+            frames = [f async for f in self.down.face.Render(render, timeout=self.settings.face_deadline)]
+            if len(self._thumbnails) >= MAX_THUMBNAILS:
+                self._thumbnails.clear()
+            self._thumbnails[key] = frames[0].image
+        return self._thumbnails[key]
 
     async def ChooseFace(self, request: gateway_pb2.ChooseFaceRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ChooseFaceResponse:
         """Like the original's -ohlora_no: a known face is taken; none or an unknown one is picked at random."""

@@ -183,11 +183,13 @@ class TurnRunner:
 
         extraction = asyncio.create_task(self._extract(record.final_input))
         try:
-            record.reply = await self._reply(record.final_input, event, timing, clock)
+            done = await self._reply(record.final_input, event, timing, clock)
         except BaseException:
             extraction.cancel()
             raise
+        record.reply = strip_terminal_control(done.text)
         event(reply_final=record.reply)
+        event(usage=gateway_pb2.Usage(prompt_tokens=done.stats.prompt_tokens, completion_tokens=done.stats.generated_tokens))
         summarizing = asyncio.create_task(self._summarize(record.final_input, record.reply))
         face_probe = asyncio.create_task(self._face_ok())
 
@@ -264,7 +266,8 @@ class TurnRunner:
             return None
         return Fact(response.fact.key, response.fact.value, response.fact.text)
 
-    async def _reply(self, final_input: str, event: Callable[..., None], timing: Callable[[str, float], None], clock: Stopwatch) -> str:
+    async def _reply(self, final_input: str, event: Callable[..., None], timing: Callable[[str, float], None],
+                     clock: Stopwatch) -> llm_pb2.ReplyDone:
         first = True
         async for chunk in self.down.message.Reply(llm_pb2.ReplyRequest(final_input=final_input), timeout=self.settings.reply_deadline):
             kind = chunk.WhichOneof("kind")
@@ -277,7 +280,7 @@ class TurnRunner:
                 event(reply_reset=chunk.reset)
             elif kind == "done":
                 timing("reply", clock.ms())
-                return strip_terminal_control(chunk.done.text)
+                return chunk.done
         raise RuntimeError("the message service ended the reply without a final chunk")
 
     async def _summarize(self, final_input: str, reply: str) -> str | None:

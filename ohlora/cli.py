@@ -72,7 +72,8 @@ def run_gateway(config: Path | None, host: str | None, port: int | None) -> None
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_TASKS)}, llm (several tasks), face, gateway.")],
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_TASKS)}, llm (several tasks), face, gateway, "
+                                                "web (the page and the OpenAI-compatible API).")],
     tasks: Annotated[str, typer.Option(help="With `llm`: comma-separated tasks on one base.")] = ",".join(TASK_NAMES),
     config: ConfigOpt = None,
     host: HostOpt = None,
@@ -85,6 +86,11 @@ def serve(
     if service == "face":
         run_face_service(config, host, port)
         return
+    if service == "web":
+        from ohlora.web.app import serve_web
+
+        serve_web(settings_or_exit(config, host, port))
+        return
     if service == "llm":
         chosen = [t.strip() for t in tasks.split(",") if t.strip()]
         unknown = [t for t in chosen if t not in TASK_NAMES]
@@ -94,7 +100,7 @@ def serve(
     elif service in SERVICE_TASKS:
         chosen = [SERVICE_TASKS[service]]
     else:
-        typer.echo(f"error: unknown service {service!r}; choose from {', '.join([*SERVICE_TASKS, 'llm', 'face', 'gateway'])}", err=True)
+        typer.echo(f"error: unknown service {service!r}; choose from {', '.join([*SERVICE_TASKS, 'llm', 'face', 'gateway', 'web'])}", err=True)
         raise typer.Exit(2)
     run_llm_service(chosen, config, host, port)
 

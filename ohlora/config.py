@@ -174,6 +174,28 @@ class GatewaySettings(BaseModel):
         return self
 
 
+class WebSettings(BaseModel):
+    """`ohlora serve web`: the page and the OpenAI-compatible API, a client of the gateway (docs/web.md).
+
+    It listens on server.host and server.port (8080 unless a port is set), with server.tls_* for HTTPS."""
+
+    gateway_address: str = "127.0.0.1:50051"
+    # TLS to the gateway (PEM files), as the gateway's own links: the CA set = TLS; cert and key too = mutual TLS.
+    gateway_tls_ca_file: str | None = None
+    gateway_tls_cert_file: str | None = None
+    gateway_tls_key_file: str | None = None
+    gateway_tls_server_name: str | None = None
+    # The user of a request that names none (auth off; with auth on the token's user counts).
+    default_user: str = "local"
+    # The model id that /v1/models lists and /v1/chat/completions accepts.
+    model_name: str = "ohlora"
+    # Largest request body in bytes (413 beyond): a memory file import is the largest thing sent.
+    max_body_bytes: int = 512 * 1024
+    # The page's live face: frames per second and picture edge in pixels.
+    face_fps: float = 10.0
+    face_size: int = 256
+
+
 def read_secret(path: str) -> str:
     """A secret file's content without the trailing newline editors and `echo` add."""
     try:
@@ -190,6 +212,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = EmbedderSettings()
     face: FaceSettings = FaceSettings()
     gateway: GatewaySettings = GatewaySettings()
+    web: WebSettings = WebSettings()
 
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -32,6 +32,7 @@ def stats_message(stats: TaskStats) -> common_pb2.GenerationStats:
     return common_pb2.GenerationStats(
         attempts=stats.attempts,
         generated_tokens=stats.generated_tokens,
+        prompt_tokens=stats.prompt_tokens,
         elapsed_ms=stats.elapsed_ms,
         fallback=stats.fallback,
     )

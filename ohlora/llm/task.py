@@ -113,6 +113,7 @@ class TaskSpec(Generic[T]):
 class TaskStats:
     attempts: int = 0
     generated_tokens: int = 0
+    prompt_tokens: int = 0
     elapsed_ms: float = 0.0
     fallback: bool = False
 
@@ -172,6 +173,7 @@ async def run_task(
             if stream and not update.done:
                 yield Progress(number, text)
         stats.generated_tokens += new_tokens
+        stats.prompt_tokens += total_tokens - new_tokens
         if token_rule_rejects(settings, new_tokens, total_tokens):
             yield Rejected(number, f"token budget reached ({settings.count_tokens} tokens)")
             continue

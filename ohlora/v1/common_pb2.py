@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ohlora/v1/common.proto\x12\tohlora.v1\"c\n\x0fGenerationStats\x12\x10\n\x08\x61ttempts\x18\x01 \x01(\r\x12\x18\n\x10generated_tokens\x18\x02 \x01(\r\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\"7\n\nExpression\x12\x0c\n\x04\x65yes\x18\x01 \x01(\x02\x12\r\n\x05mouth\x18\x02 \x01(\x02\x12\x0c\n\x04pose\x18\x03 \x01(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ohlora/v1/common.proto\x12\tohlora.v1\"z\n\x0fGenerationStats\x12\x10\n\x08\x61ttempts\x18\x01 \x01(\r\x12\x18\n\x10generated_tokens\x18\x02 \x01(\r\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x05 \x01(\r\"7\n\nExpression\x12\x0c\n\x04\x65yes\x18\x01 \x01(\x02\x12\r\n\x05mouth\x18\x02 \x01(\x02\x12\x0c\n\x04pose\x18\x03 \x01(\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ohlora.v1.common_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATIONSTATS']._serialized_start=37
-  _globals['_GENERATIONSTATS']._serialized_end=136
-  _globals['_EXPRESSION']._serialized_start=138
-  _globals['_EXPRESSION']._serialized_end=193
+  _globals['_GENERATIONSTATS']._serialized_end=159
+  _globals['_EXPRESSION']._serialized_start=161
+  _globals['_EXPRESSION']._serialized_end=216
 # @@protoc_insertion_point(module_scope)

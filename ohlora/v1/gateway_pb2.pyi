@@ -24,7 +24,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
 
 class ChatEvent(_message.Message):
-    __slots__ = ("reply_delta", "reply_reset", "reply_final", "expression", "warning", "error", "timing", "turn_id")
+    __slots__ = ("reply_delta", "reply_reset", "reply_final", "expression", "warning", "error", "timing", "usage", "turn_id")
     REPLY_DELTA_FIELD_NUMBER: _ClassVar[int]
     REPLY_RESET_FIELD_NUMBER: _ClassVar[int]
     REPLY_FINAL_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class ChatEvent(_message.Message):
     WARNING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     reply_delta: str
     reply_reset: _llm_pb2.ReplyReset
@@ -40,8 +41,17 @@ class ChatEvent(_message.Message):
     warning: str
     error: ChatError
     timing: StageTiming
+    usage: Usage
     turn_id: str
-    def __init__(self, reply_delta: _Optional[str] = ..., reply_reset: _Optional[_Union[_llm_pb2.ReplyReset, _Mapping]] = ..., reply_final: _Optional[str] = ..., expression: _Optional[_Union[_common_pb2.Expression, _Mapping]] = ..., warning: _Optional[str] = ..., error: _Optional[_Union[ChatError, _Mapping]] = ..., timing: _Optional[_Union[StageTiming, _Mapping]] = ..., turn_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, reply_delta: _Optional[str] = ..., reply_reset: _Optional[_Union[_llm_pb2.ReplyReset, _Mapping]] = ..., reply_final: _Optional[str] = ..., expression: _Optional[_Union[_common_pb2.Expression, _Mapping]] = ..., warning: _Optional[str] = ..., error: _Optional[_Union[ChatError, _Mapping]] = ..., timing: _Optional[_Union[StageTiming, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., turn_id: _Optional[str] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class ChatError(_message.Message):
     __slots__ = ("code", "message")
@@ -134,6 +144,30 @@ class ChooseFaceRequest(_message.Message):
     FACE_ID_FIELD_NUMBER: _ClassVar[int]
     face_id: int
     def __init__(self, face_id: _Optional[int] = ...) -> None: ...
+
+class FacesRequest(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    def __init__(self, size: _Optional[int] = ...) -> None: ...
+
+class FaceThumbnail(_message.Message):
+    __slots__ = ("face_id", "description", "image")
+    FACE_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    face_id: int
+    description: str
+    image: bytes
+    def __init__(self, face_id: _Optional[int] = ..., description: _Optional[str] = ..., image: _Optional[bytes] = ...) -> None: ...
+
+class FacesResponse(_message.Message):
+    __slots__ = ("faces", "chosen")
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[FaceThumbnail]
+    chosen: int
+    def __init__(self, faces: _Optional[_Iterable[_Union[FaceThumbnail, _Mapping]]] = ..., chosen: _Optional[int] = ...) -> None: ...
 
 class ChooseFaceResponse(_message.Message):
     __slots__ = ("face_id", "random")

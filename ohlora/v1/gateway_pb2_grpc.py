@@ -72,6 +72,11 @@ class GatewayStub:
                 request_serializer=ohlora_dot_v1_dot_gateway__pb2.ExportMemoriesRequest.SerializeToString,
                 response_deserializer=ohlora_dot_v1_dot_gateway__pb2.ExportMemoriesResponse.FromString,
                 _registered_method=True)
+        self.Faces = channel.unary_unary(
+                '/ohlora.v1.Gateway/Faces',
+                request_serializer=ohlora_dot_v1_dot_gateway__pb2.FacesRequest.SerializeToString,
+                response_deserializer=ohlora_dot_v1_dot_gateway__pb2.FacesResponse.FromString,
+                _registered_method=True)
         self.ChooseFace = channel.unary_unary(
                 '/ohlora.v1.Gateway/ChooseFace',
                 request_serializer=ohlora_dot_v1_dot_gateway__pb2.ChooseFaceRequest.SerializeToString,
@@ -138,6 +143,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Faces(self, request, context):
+        """The faces to choose from, each as a small neutral picture (a contact sheet), and the user's choice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ChooseFace(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -193,6 +205,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ExportMemories,
                     request_deserializer=ohlora_dot_v1_dot_gateway__pb2.ExportMemoriesRequest.FromString,
                     response_serializer=ohlora_dot_v1_dot_gateway__pb2.ExportMemoriesResponse.SerializeToString,
+            ),
+            'Faces': grpc.unary_unary_rpc_method_handler(
+                    servicer.Faces,
+                    request_deserializer=ohlora_dot_v1_dot_gateway__pb2.FacesRequest.FromString,
+                    response_serializer=ohlora_dot_v1_dot_gateway__pb2.FacesResponse.SerializeToString,
             ),
             'ChooseFace': grpc.unary_unary_rpc_method_handler(
                     servicer.ChooseFace,
@@ -401,6 +418,33 @@ class Gateway:
             '/ohlora.v1.Gateway/ExportMemories',
             ohlora_dot_v1_dot_gateway__pb2.ExportMemoriesRequest.SerializeToString,
             ohlora_dot_v1_dot_gateway__pb2.ExportMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Faces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ohlora.v1.Gateway/Faces',
+            ohlora_dot_v1_dot_gateway__pb2.FacesRequest.SerializeToString,
+            ohlora_dot_v1_dot_gateway__pb2.FacesResponse.FromString,
             options,
             channel_credentials,
             insecure,
