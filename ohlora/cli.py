@@ -494,6 +494,63 @@ def demo(
     run_demo(preset_config_or_exit(config, preset, models), text or DEMO_TURNS, echo=typer.echo)
 
 
+@app.command("train")
+def train_command(
+    out: Annotated[Path, typer.Option(help="Folder for the adapter, its report and checkpoints.")],
+    base: Annotated[Optional[str], typer.Option(help="Base model folder or hub id (else the prepared mini preset's).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset CSV (else the project's persona dataset).")] = None,
+    task: Annotated[Optional[list[str]], typer.Option(help="Task(s) to train into one adapter (repeat; else all four).")] = None,
+    dialect: Annotated[str, typer.Option(help="tuned (chat template, short prompts), chat or original "
+                                              "(the Oh-LoRA v2 text format, e.g. Polyglot-Ko).")] = "tuned",
+    epochs: Annotated[float, typer.Option()] = 3.0,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-4,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+    target: Annotated[Optional[list[str]], typer.Option(help="LoRA target module names (repeat; else every "
+                                                             "attention and MLP projection).")] = None,
+    upper_layers: Annotated[int, typer.Option(help="LoRA on the upper N layers only (0: all); a shorter backward pass.")] = 0,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (>0; smoke runs).")] = -1,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps (for --resume).")] = 50,
+    seed: Annotated[int, typer.Option()] = 1234,
+    dtype: Annotated[str, typer.Option(help="auto follows the hardware (bf16 only where the CPU/GPU has it).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    init_adapter: Annotated[Optional[str], typer.Option(help="Start from this adapter (folder or hub id).")] = None,
+    resume: Annotated[bool, typer.Option(help="Go on from the last checkpoint under --out.")] = False,
+) -> None:
+    """LoRA fine-tuning of Oh-LoRA's tasks on a base model from a persona dataset (docs/training.md)."""
+    from ohlora.errors import ConfigError
+    from ohlora.llm.task import Dialect
+    from ohlora.train.dataset import PERSONA_CSV
+    from ohlora.train.sft import TrainConfig, train
+
+    try:
+        chosen = Dialect(dialect)
+    except ValueError:
+        typer.echo(f"error: unknown dialect {dialect!r}; use tuned, chat or original", err=True)
+        raise typer.Exit(2) from None
+    if base is None:
+        from ohlora.presets import default_models_dir
+        from ohlora.presets.mini import prepare_mini
+
+        base = str(prepare_mini(default_models_dir() / "mini").llm)
+    config = TrainConfig(base=base, data=data or PERSONA_CSV, out=out, tasks=list(task or TASK_NAMES), dialect=chosen,
+                         epochs=epochs, learning_rate=lr, batch_size=batch_size, rank=rank, alpha=alpha,
+                         upper_layers=upper_layers, max_steps=max_steps, save_steps=save_steps, seed=seed, dtype=dtype,
+                         device=device, init_adapter=init_adapter, resume=resume)
+    if target:
+        config.target_modules = list(target)
+    try:
+        report = train(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"adapter: {out}  ({report['adapter_bytes'] / 1e6:.1f} MB, {report['trainable_parameters']:,} parameters)")
+    typer.echo(f"loss: train {report['final_train_loss']}, valid {report['final_valid_loss']}; "
+               f"{report['seconds']:.0f} s, {report['tokens_per_second']} tokens/s on {report['machine']['dtype']}")
+    typer.echo(f"report: {out / 'training-report.json'}")
+
+
 @app.command()
 def bench(
     suite: Annotated[str, typer.Argument(help="Suite name, e.g. llm-batching, llm-consolidated.")],

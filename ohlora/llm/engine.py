@@ -117,6 +117,16 @@ class _RowSampler(LogitsProcessor):
         return only.scatter_(-1, chosen, 0.0)
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | ChatPrompt) -> list[int]:
+    """Prompt token ids, as served and as `ohlora train` fine-tunes on them (the answer's ids follow these)."""
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt)
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidInput("the chat dialects need a tokenizer with a chat template")
+    text = tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
 class _BatchMonitor(StoppingCriteria):
     """Called after every step: decodes each row, streams it, decides which rows are done.
 
@@ -263,12 +273,7 @@ class LLMEngine:
         return len(self.tokenizer.encode(text))
 
     def encode_prompt(self, prompt: str | ChatPrompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt)
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidInput("the chat dialect needs a tokenizer with a chat template")
-        text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return encode_prompt(self.tokenizer, prompt)
 
     # ------------------------------------------------------------ serving
     def for_adapter(self, adapter: str | None, delay_seconds: float = 0.0) -> "AdapterGenerator":

@@ -27,12 +27,20 @@ class Dialect(str, Enum):
     """How a task talks to its model.
 
     ORIGINAL: the Oh-LoRA v2 fine-tuning format ("... (답변 시작)"), for its published adapters.
-    CHAT: the model's chat template with persona and format instructions, for any
+    CHAT: the model's chat template with persona, format instructions and few-shot turns, for any
     instruct model without an adapter.
+    TUNED: the chat template with one short instruction line and no few-shot turns, for adapters
+    fine-tuned by `ohlora train` on those very prompts (docs/training.md): the prompt is a fraction
+    of CHAT's, so prefill is too.
     """
 
     ORIGINAL = "original"
     CHAT = "chat"
+    TUNED = "tuned"
+
+    @property
+    def chat_template(self) -> bool:
+        return self is not Dialect.ORIGINAL
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,9 @@ class TaskSpec(Generic[T]):
     """A task is data: how to prompt, how to sample, how to parse, how often to retry.
 
     `build_prompt` receives the task's request fields as keyword arguments and returns
-    the original-dialect string; `build_chat` returns the chat-dialect prompt.
+    the original-dialect string; `build_chat` returns the chat-dialect prompt (few-shot) and
+    `build_tuned` the tuned dialect's short one. `ohlora train` fine-tunes on exactly these.
+    The tuned dialect samples with the chat dialect's settings unless it has its own.
     """
 
     name: str
@@ -101,12 +111,30 @@ class TaskSpec(Generic[T]):
     settings: dict[Dialect, GenerationSettings]
     build_prompt: Callable[..., str]
     build_chat: Callable[..., ChatPrompt]
+    build_tuned: Callable[..., ChatPrompt]
     parse: Callable[[Attempt], T]
     fallback: Callable[[], T]
     # Brings a chat-dialect answer into the original's shape before the shared parser
     # sees it: chat answers do not start with the space the original's do, and a task
     # may accept an explicit word (e.g. "없음") where the original answers nothing.
     adapt_chat: Callable[[str], str] = lambda text: " " + text
+
+    def settings_for(self, dialect: Dialect) -> GenerationSettings:
+        if dialect is Dialect.TUNED and Dialect.TUNED not in self.settings:
+            return self.settings[Dialect.CHAT]
+        return self.settings[dialect]
+
+    def prompt(self, dialect: Dialect, **fields: str) -> str | ChatPrompt:
+        """The prompt of one call in one dialect (the engine tokenizes it; `ohlora train` appends the answer)."""
+        if dialect is Dialect.ORIGINAL:
+            return self.build_prompt(**fields)
+        if dialect is Dialect.TUNED:
+            return self.build_tuned(**fields)
+        return self.build_chat(**fields)
+
+    def adapt(self, dialect: Dialect, text: str) -> str:
+        """A generated answer in the original's shape, as the shared parser expects it."""
+        return self.adapt_chat(text) if dialect.chat_template else text
 
 
 @dataclass
@@ -157,19 +185,15 @@ async def run_task(
     **fields: str,
 ) -> AsyncIterator[TaskEvent]:
     """The attempt loop shared by every task: generate, check, parse, retry, fall back."""
-    settings = spec.settings[dialect]
-    adapt: Callable[[str], str] = spec.adapt_chat if dialect is Dialect.CHAT else (lambda text: text)
-    if dialect is Dialect.ORIGINAL:
-        prompt: str | ChatPrompt = spec.build_prompt(**fields)
-    else:
-        prompt = spec.build_chat(**fields)
+    settings = spec.settings_for(dialect)
+    prompt = spec.prompt(dialect, **fields)
     stats = TaskStats()
     started = time.perf_counter()
     for number in range(1, spec.max_attempts + 1):
         stats.attempts = number
         text, new_tokens, total_tokens = "", 0, 0
         async for update in generator.generate(prompt, settings, stream=stream):
-            text, new_tokens, total_tokens = adapt(update.text), update.new_tokens, update.total_tokens
+            text, new_tokens, total_tokens = spec.adapt(dialect, update.text), update.new_tokens, update.total_tokens
             if stream and not update.done:
                 yield Progress(number, text)
         stats.generated_tokens += new_tokens

@@ -135,6 +135,13 @@ def adapt_chat(text: str) -> str:
     return "" if text.strip().strip(".[]()") == NOTHING else " " + text
 
 
+TUNED_SYSTEM = f"사용자의 말에서 기억할 사실을 [키: 값] 하나로 적고, 없으면 {NOTHING}."
+
+
+def build_tuned(final_input: str) -> ChatPrompt:
+    return ChatPrompt(system=TUNED_SYSTEM, user=split_final_input(final_input).text)
+
+
 EXTRACT_TASK: TaskSpec[Fact | None] = TaskSpec(
     name="memory",
     max_attempts=MAX_ATTEMPTS,
@@ -146,6 +153,7 @@ EXTRACT_TASK: TaskSpec[Fact | None] = TaskSpec(
     },
     build_prompt=build_prompt,
     build_chat=build_chat,
+    build_tuned=build_tuned,
     parse=parse_memory,
     fallback=lambda: None,
     adapt_chat=adapt_chat,

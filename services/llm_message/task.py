@@ -129,6 +129,15 @@ def build_chat(final_input: str) -> ChatPrompt:
     return ChatPrompt(system=system, user=turn.text, examples=CHAT_EXAMPLES)
 
 
+# The tuned dialect's one line: who she is and how she answers; the rest is in the adapter (docs/training.md).
+TUNED_SYSTEM = "너는 오로라(22살, ENTJ, 샘올대 인공지능학과 3학년)야. 친한 친구에게 밝은 반말로 짧게 답해."
+
+
+def build_tuned(final_input: str) -> ChatPrompt:
+    """The final input as it is, markers included: the fine-tuned adapter learned to use a memory or summary in it."""
+    return ChatPrompt(system=TUNED_SYSTEM, user=final_input)
+
+
 REPLY_TASK: TaskSpec[str] = TaskSpec(
     name="message",
     max_attempts=MAX_ATTEMPTS,
@@ -144,6 +153,7 @@ REPLY_TASK: TaskSpec[str] = TaskSpec(
     },
     build_prompt=build_prompt,
     build_chat=build_chat,
+    build_tuned=build_tuned,
     parse=parse_reply,
     fallback=lambda: FALLBACK_REPLY,
 )

@@ -100,6 +100,13 @@ def build_chat(reply: str) -> ChatPrompt:
     return ChatPrompt(system=system, user=reply.strip(), examples=CHAT_EXAMPLES)
 
 
+TUNED_SYSTEM = "오로라의 말에 어울리는 표정을 (눈, 입, 고개 돌림)으로 골라."
+
+
+def build_tuned(reply: str) -> ChatPrompt:
+    return ChatPrompt(system=TUNED_SYSTEM, user=reply.strip())
+
+
 POSE_TASK: TaskSpec[ExpressionWords] = TaskSpec(
     name="pose",
     max_attempts=MAX_ATTEMPTS,
@@ -110,6 +117,7 @@ POSE_TASK: TaskSpec[ExpressionWords] = TaskSpec(
     },
     build_prompt=build_prompt,
     build_chat=build_chat,
+    build_tuned=build_tuned,
     parse=parse_expression,
     fallback=lambda: ExpressionWords(*NEUTRAL),
 )

@@ -61,6 +61,13 @@ def build_chat(final_input: str, reply: str) -> ChatPrompt:
     return ChatPrompt(system=system, user=_exchange(split_final_input(final_input).text, reply), examples=CHAT_EXAMPLES)
 
 
+TUNED_SYSTEM = "오로라의 답변을 한 줄로 요약해."
+
+
+def build_tuned(final_input: str, reply: str) -> ChatPrompt:
+    return ChatPrompt(system=TUNED_SYSTEM, user=_exchange(split_final_input(final_input).text, reply))
+
+
 SUMMARY_TASK: TaskSpec[str | None] = TaskSpec(
     name="summary",
     max_attempts=MAX_ATTEMPTS,
@@ -72,6 +79,7 @@ SUMMARY_TASK: TaskSpec[str | None] = TaskSpec(
     },
     build_prompt=build_prompt,
     build_chat=build_chat,
+    build_tuned=build_tuned,
     parse=parse_summary,
     fallback=lambda: None,
 )

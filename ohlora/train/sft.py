@@ -1,0 +1,256 @@
+"""`ohlora train`: LoRA supervised fine-tuning of one or more tasks on a base model, with transformers' Trainer.
+
+Each example is a task's prompt exactly as the service builds and tokenizes it (`TaskSpec.prompt`,
+`encode_prompt`), followed by the answer; the loss covers the answer only, as the original masked its
+prompt. Several tasks in one run share one adapter (the tuned dialect's short system line tells them
+apart). Everything that can be wrong with the input is checked before the model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ohlora.errors import ConfigError
+from ohlora.llm.task import Dialect
+from ohlora.train.dataset import PersonaRow, answer_text, load_checked, sha256_file, task_spec
+
+# Ignored by the loss: the prompt part of every example, and padding.
+IGNORE = -100
+REPORT_FILE = "training-report.json"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the ones the shipped mini adapter was trained with (docs/training.md)."""
+
+    base: str
+    data: Path
+    out: Path
+    tasks: list[str]
+    dialect: Dialect = Dialect.TUNED
+    epochs: float = 3.0
+    learning_rate: float = 3e-4
+    batch_size: int = 8
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # None: every linear layer of the blocks (peft's "all-linear": attention and MLP, not the output head).
+    target_modules: list[str] | None = None
+    # LoRA on the upper N layers only (0 = all): the backward pass stops there, so a step costs less.
+    upper_layers: int = 0
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (CI, smoke runs)
+    save_steps: int = 50
+    seed: int = 1234
+    dtype: str = "auto"
+    device: str = "auto"
+    init_adapter: str | None = None  # continue from an existing adapter (e.g. the original's)
+    resume: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def build_examples(tokenizer: Any, rows: list[PersonaRow], tasks: list[str], dialect: Dialect) -> list[Example]:
+    """Prompt ids as served, then the answer's ids (and the end-of-turn / end-of-text token)."""
+    from ohlora.llm.engine import encode_prompt
+
+    examples = []
+    for row in rows:
+        for task in tasks:
+            spec = task_spec(task)
+            prompt = spec.prompt(dialect, **row.fields(task))
+            prompt_ids = encode_prompt(tokenizer, prompt)
+            answer = answer_text(task, row.answer(task), dialect)
+            answer_ids = tokenizer.encode(answer, add_special_tokens=False) + [end_token_id(tokenizer, dialect)]
+            examples.append(Example(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids))
+    return examples
+
+
+def end_token_id(tokenizer: Any, dialect: Dialect) -> int:
+    """Where a trained answer ends: the chat template's end-of-turn token, else end-of-text (the original's)."""
+    if dialect.chat_template:
+        for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id is not None:
+                return token_id
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("the base's tokenizer has no end-of-text token to end an answer with")
+    return int(tokenizer.eos_token_id)
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    def __init__(self, examples: list[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        example = self.examples[index]
+        return {"input_ids": example.input_ids, "attention_mask": [1] * len(example.input_ids), "labels": example.labels}
+
+
+def base_sha256(base: str) -> str:
+    """sha256 over the base's weight files (sorted by name), so a report names exactly what was trained on."""
+    import hashlib
+
+    folder = Path(base)
+    if not folder.is_dir():
+        from transformers.utils import cached_file
+
+        config = cached_file(base, "config.json")
+        if config is None:
+            return "unknown"
+        folder = Path(config).parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def block_linear_names(model: torch.nn.Module) -> list[str]:
+    """Names of the linear layers inside the transformer blocks (attention and MLP), not the output head."""
+    in_blocks = (".layers.", ".h.", ".blocks.")  # llama/qwen/neox, gpt2, others
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and any(part in f".{name}" for part in in_blocks)})
+
+
+def load_model(config: TrainConfig, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Base plus a fresh (or the given) LoRA adapter; any loading failure is one clear error."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.base, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(config.base, dtype=dtype,
+                                                     trust_remote_code=config.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
+        raise ConfigError(f"the base model {config.base!r} does not load: {type(exc).__name__}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.init_adapter:
+        try:
+            model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"the adapter {config.init_adapter!r} does not load on {config.base!r}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    else:
+        layers = model.config.num_hidden_layers
+        upper = config.upper_layers if 0 < config.upper_layers < layers else layers
+        try:
+            lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                              target_modules=config.target_modules or block_linear_names(model),
+                              layers_to_transform=list(range(layers - upper, layers)), task_type="CAUSAL_LM")
+            model = get_peft_model(model, lora)
+        except ValueError as exc:
+            raise ConfigError(f"LoRA does not fit this base: {exc}") from exc
+    model.to(device)
+    return model, tokenizer
+
+
+def checkpoint_dir(config: TrainConfig) -> Path:
+    return config.out / CHECKPOINTS
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Checks the data, trains, saves the adapter and a report next to it; returns the report."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    from ohlora.bench import machine_info
+    from ohlora.runtime.device import choose_dtype, resolve_device
+
+    rows = load_checked(config.data, config.tasks, config.dialect)
+    if config.resume and not any(checkpoint_dir(config).glob("checkpoint-*")):
+        raise ConfigError(f"--resume: no checkpoint under {checkpoint_dir(config)} to resume from")
+    if not config.resume and any(checkpoint_dir(config).glob("checkpoint-*")):
+        raise ConfigError(f"{checkpoint_dir(config)} holds checkpoints of an earlier run: add --resume to go on, "
+                          "or choose another --out")
+    set_seed(config.seed)
+    device = resolve_device(config.device)
+    choice = choose_dtype(config.dtype, device)
+    model, tokenizer = load_model(config, device, choice.dtype)
+    train_set = ExampleDataset(build_examples(tokenizer, [r for r in rows if r.data_type == "train"], config.tasks,
+                                              config.dialect))
+    valid_set = ExampleDataset(build_examples(tokenizer, [r for r in rows if r.data_type == "valid"], config.tasks,
+                                              config.dialect))
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir(config)),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps_per_epoch // 10),
+        eval_strategy="epoch",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(10, steps_per_epoch // 4)),
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=choice.dtype == torch.bfloat16,
+        use_cpu=device.type == "cpu",
+        train_sampling_strategy="group_by_length",  # fewer pad tokens per batch: on a CPU every padded token costs as much as a real one
+        remove_unused_columns=False,
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE, pad_to_multiple_of=None)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=valid_set, data_collator=collator)
+    first_step = max((int(p.name.split("-")[1]) for p in checkpoint_dir(config).glob("checkpoint-*")), default=0)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if config.resume else None)
+    elapsed = time.perf_counter() - started
+    final_eval = trainer.evaluate()
+    config.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(config.out))
+    adapter_file = config.out / "adapter_model.safetensors"
+    history = trainer.state.log_history
+    mean_tokens = sum(len(e.input_ids) for e in train_set.examples) / max(1, len(train_set))
+    sitting_tokens = mean_tokens * config.batch_size * (trainer.state.global_step - first_step)
+    report_path = config.out / REPORT_FILE
+    earlier = json.loads(report_path.read_text()).get("sittings", []) if config.resume and report_path.exists() else []
+    sittings = [*earlier, {"steps": trainer.state.global_step - first_step, "seconds": round(elapsed, 1),
+                           "tokens_per_second": round(sitting_tokens / elapsed, 1) if elapsed > 0 else None}]
+    report = {
+        "command": "ohlora train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+        "config": {k: (v.value if isinstance(v, Dialect) else str(v) if isinstance(v, Path) else v)
+                   for k, v in asdict(config).items()},
+        "base": config.base,
+        "base_sha256": base_sha256(config.base),
+        "data": config.data.name,
+        "data_sha256": sha256_file(config.data),
+        "adapter_sha256": sha256_file(adapter_file),
+        "adapter_bytes": adapter_file.stat().st_size,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "train_examples": len(train_set),
+        "valid_examples": len(valid_set),
+        "epochs": trainer.state.epoch,
+        "steps": trainer.state.global_step,
+        "seconds": round(sum(s["seconds"] for s in sittings), 1),
+        "tokens_per_second": sittings[-1]["tokens_per_second"],
+        "sittings": sittings,
+        "final_train_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "final_valid_loss": final_eval.get("eval_loss"),
+        "valid_loss_per_epoch": [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h],
+        "train_loss_log": [(h["step"], h["loss"]) for h in history if "loss" in h],
+        "machine": {**machine_info(), "dtype": choice.name, "device": str(device)},
+    }
+    report_path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    return report
