@@ -421,29 +421,42 @@ def models_pull(
     hub_endpoint: Annotated[Optional[str], typer.Option(help="Hugging Face endpoint or mirror (else HF_ENDPOINT).")] = None,
     github_api: Annotated[Optional[str], typer.Option(help="GitHub API endpoint or mirror.")] = None,
     github_raw: Annotated[Optional[str], typer.Option(help="GitHub raw-file endpoint or mirror.")] = None,
+    revision: Annotated[Optional[list[str]], typer.Option(
+        help="REV for every Hub repository, or REPO=REV for one (repeatable); default: the pinned or recorded commit.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Download nothing: re-hash every installed file against its manifest.")] = False,
+    retries: Annotated[int, typer.Option(help="Retries of a failed request or download.", envvar="OHLORA_PULL_RETRIES")] = 5,
+    max_wait: Annotated[float, typer.Option(help="Longest wait between retries, in seconds (also caps Retry-After).",
+                                            envvar="OHLORA_PULL_MAX_WAIT")] = 60.0,
 ) -> None:
-    """Download the base model, four adapters, S-BERT, StyleGAN checkpoint and face data; verify; install."""
-    import httpx
+    """Download the base model, four adapters, S-BERT, StyleGAN checkpoint and face data; verify; install.
 
-    from ohlora.pull import Endpoints, PullError, ohlora_v2_config, pull, write_manifest
-
+    HF_TOKEN and GITHUB_TOKEN are sent when set, each only to its own endpoint.
+    """
     from ohlora.presets import default_models_dir
+    from ohlora.pull import (ALL_HUB_REPOS, Endpoints, PullError, RetryPolicy, TransferError, check_installed, ohlora_v2_config,
+                             os_error_line, pull)
 
     dir = dir or default_models_dir()
     if preset != "ohlora-v2":
         typer.echo(f"error: preset {preset!r} has nothing to download (tiny and mini are built locally)", err=True)
         raise typer.Exit(2)
-    ends = Endpoints()
-    ends.hub, ends.github_api, ends.github_raw = hub_endpoint or ends.hub, github_api or ends.github_api, github_raw or ends.github_raw
     try:
-        installed = pull(dir, ends=ends, echo=typer.echo)
-    except (PullError, httpx.HTTPError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        typer.echo("partial downloads are kept in the .partial folder; running the command again resumes them", err=True)
+        if check:
+            raise typer.Exit(1 if check_installed(dir, typer.echo) else 0)
+        ends = Endpoints(**{k: v for k, v in [("hub", hub_endpoint), ("github_api", github_api), ("github_raw", github_raw)] if v})
+        revisions = dict(r.split("=", 1) if "=" in r else (ALL_HUB_REPOS, r) for r in revision or [])
+        pull(dir, ends=ends, revisions=revisions, policy=RetryPolicy(retries=retries, max_wait=max_wait), echo=typer.echo)
+    except PullError as exc:
+        resume = (f"; partial downloads are kept in {dir / '.partial'}: running the command again resumes them"
+                  if isinstance(exc, TransferError) else "")
+        typer.echo(f"error: {exc}{resume}", err=True)
+        raise typer.Exit(1) from exc
+    except OSError as exc:  # reading files for --check
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
         raise typer.Exit(1) from exc
     config = dir / "ohlora-v2.toml"
     config.write_text(ohlora_v2_config(dir))
-    typer.echo(f"manifest: {write_manifest(dir, installed)}")
+    typer.echo(f"manifest: {dir / 'installed.json'} (`ohlora models pull --check` verifies the files against it)")
     typer.echo(f"config:   {config}  (used by `ohlora up --preset ohlora-v2 --models {dir}`)")
 
 

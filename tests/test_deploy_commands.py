@@ -147,7 +147,7 @@ def test_the_pull_service_command_starts_a_real_download(single_host, tmp_path):
     argv = [OHLORA if a == "ohlora" else a for a in pull["entrypoint"]] + [str(models) if a == "/models" else a
                                                                          for a in pull["command"]]
     env = {**os.environ, **{k: str(v) for k, v in (pull.get("environment") or {}).items()},
-           "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+           "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", "OHLORA_PULL_MAX_WAIT": "0.05"}  # retried, briefly
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr  # 2 would be a usage error
     assert "running the command again resumes them" in done.stderr
