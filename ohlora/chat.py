@@ -1,6 +1,9 @@
 """`ohlora chat`: the terminal client, with the original's prompt, reply line and farewell.
 
-The reply prints as it streams; a rejected attempt is wiped from the line. The face is
+The reply prints as it streams; a rejected attempt is wiped from the line. The prompt comes
+back as soon as the reply and the expression are in: the rest of the turn (memory, summary)
+settles in the gateway while the person types, and its late warnings print when they come.
+A message sent meanwhile waits in the gateway for the user's turn lock, as before. The face is
 shown live in a window when a display is available; otherwise after each answer as coloured
 half-block art (or inline in kitty / iTerm2), and/or kept in a file; frames come from a Watch
 stream running in the background.
@@ -156,6 +159,8 @@ class ChatClient:
         self.out = out
         self.view = view
         self.face: FaceFeed | None = None
+        self.at_prompt = False  # the main thread waits in input(): a late line reprints the prompt after it
+        self.settling: threading.Thread | None = None
 
     def show_face(self) -> None:
         if self.face is None or self.face.latest is None or self.view in ("none", "file", "window"):
@@ -166,9 +171,12 @@ class ChatClient:
             self.out(inline_image(self.face.latest, self.view) + "\n")
 
     def turn(self, text: str) -> None:
+        """Prints the reply as it streams; returns once the reply and the expression are in (or the turn failed),
+        leaving the rest of the turn's events to a background thread (settle_in_background)."""
         shown = ""
         started = False
-        for event in self.stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=self.metadata):
+        events = iter(self.stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=self.metadata))
+        for event in events:
             kind = event.WhichOneof("kind")
             if kind == "reply_delta":
                 if not started:
@@ -192,7 +200,30 @@ class ChatClient:
                 if started and not shown.endswith("\n"):
                     self.out("\n")
                 self.out(f"{safe(event.error.message)}\n")
+            if kind in ("expression", "error"):
+                break
         self.show_face()
+        self.settle_in_background(events)
+
+    def settle_in_background(self, events) -> None:
+        """Reads the rest of a turn (memory and summary being written) and prints its late warnings and errors."""
+        def drain() -> None:
+            block_interrupts()
+            try:
+                for event in events:
+                    if event.HasField("warning"):
+                        self.late(f"[warning] {safe(event.warning)}")
+                    elif event.HasField("error"):
+                        self.late(safe(event.error.message))
+            except grpc.RpcError:
+                pass  # the chat is ending; the gateway finishes the turn on its own
+
+        self.settling = threading.Thread(target=drain, daemon=True)
+        self.settling.start()
+
+    def late(self, line: str) -> None:
+        """A line that arrives after the prompt came back: printed on its own line, then the prompt again."""
+        self.out(f"\n{line}\n{PROMPT}" if self.at_prompt else f"{line}\n")
 
     def command(self, line: str) -> None:
         parts = line.split(maxsplit=2)
@@ -259,7 +290,9 @@ def run_chat(address: str, user: str, token: str | None, face: int | None, view:
             window = FaceWindow(face_file)
             window.start()
         while True:
+            client.at_prompt = True
             text = input("\n" + PROMPT)
+            client.at_prompt = False
             if text.startswith("/"):
                 client.command(text.strip())
             elif text.strip():

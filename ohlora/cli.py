@@ -115,13 +115,16 @@ def health(
     tls_key: Annotated[Optional[str], typer.Option(help="Client key (mutual TLS).", envvar="OHLORA_HEALTH_TLS_KEY")] = None,
     tls_server_name: Annotated[Optional[str], typer.Option(help="Name in the server's certificate.",
                                                            envvar="OHLORA_HEALTH_TLS_SERVER_NAME")] = None,
+    http: Annotated[bool, typer.Option("--http", help="The web tier (`serve web`): GET /readyz over HTTP, "
+                                                      "HTTPS with --tls-ca.")] = False,
 ) -> None:
     """Exit 0 when the service reports SERVING (for container health checks)."""
-    from ohlora.client import check_health
+    from ohlora.client import check_health, check_http_ready
     from ohlora.runtime import tls
 
     try:
-        reply = check_health(address, service, timeout, tls.ClientTLS(tls_ca, tls_cert, tls_key, tls_server_name))
+        client_tls = tls.ClientTLS(tls_ca, tls_cert, tls_key, tls_server_name)
+        reply = check_http_ready(address, timeout, client_tls) if http else check_health(address, service, timeout, client_tls)
     except tls.TLSConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

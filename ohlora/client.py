@@ -44,6 +44,33 @@ def check_health(address: str, service: str = "", timeout: float = 1.0, tls: Cli
     return HealthReply(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
+def check_http_ready(address: str, timeout: float = 1.0, tls: ClientTLS | None = None, path: str = "/readyz") -> HealthReply:
+    """The web tier's readiness (`ohlora serve web`): SERVING when GET `path` answers 200, over HTTPS when `tls`
+    has a CA (its client certificate for mutual TLS, its server_name as the name the certificate must carry)."""
+    import ssl
+
+    import httpx
+
+    tls = ClientTLS.from_env() if tls is None else tls
+    options: dict[str, object] = {}
+    extensions: dict[str, object] = {}
+    if tls.ca_file:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file and tls.key_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        options["verify"] = context
+        extensions = {"sni_hostname": tls.server_name} if tls.server_name else {}
+    scheme = "https" if tls.ca_file else "http"
+    try:
+        with httpx.Client(timeout=timeout, **options) as client:  # type: ignore[arg-type]
+            response = client.get(f"{scheme}://{address}{path}", extensions=extensions)
+    except (httpx.HTTPError, OSError) as exc:
+        return HealthReply("UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+    if response.status_code == 200:
+        return HealthReply("SERVING")
+    return HealthReply("NOT_SERVING", f"HTTP {response.status_code}: {response.text[:300]}")
+
+
 def health_status(address: str, service: str = "", timeout: float = 1.0, tls: ClientTLS | None = None) -> str:
     """'SERVING', 'NOT_SERVING', ... or the gRPC error code name when the server does not answer (see check_health)."""
     return check_health(address, service, timeout, tls).status
@@ -131,3 +158,21 @@ def wait_all_serving(handles: list[ServiceProcessHandle], timeout: float = 180.0
         if pending and time.monotonic() > deadline:
             raise TimeoutError(f"{pending[0].address} not SERVING after {timeout}s; log:\n{pending[0].log()}")
         time.sleep(0.05)
+
+
+def wait_http_ready(handle: ServiceProcessHandle, path: str = "/readyz", timeout: float = 120.0) -> None:
+    """Polls an HTTP service (`ohlora serve web`) until `path` answers 200."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if handle.proc.poll() is not None:
+            raise RuntimeError(f"service exited with {handle.proc.returncode}; log:\n{handle.log()}")
+        try:
+            if httpx.get(f"http://{handle.address}{path}", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"http://{handle.address}{path} not ready after {timeout}s; log:\n{handle.log()}")
+        time.sleep(0.1)

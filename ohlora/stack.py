@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving
+from ohlora.client import ServiceProcessHandle, free_port, wait_all_serving, wait_http_ready
 from ohlora.redis_server import RedisServer
 
 
@@ -39,6 +39,12 @@ class LocalStack:
             **(env or {}),
         }
         return self.service("serve", "gateway", env=settings)
+
+    def web(self, gateway: str, env: dict[str, str] | None = None) -> ServiceProcessHandle:
+        """`ohlora serve web` in front of the gateway at `gateway`, ready (its gateway SERVING)."""
+        handle = self.service("serve", "web", env={"OHLORA_WEB__GATEWAY_ADDRESS": gateway, **(env or {})})
+        wait_http_ready(handle)
+        return handle
 
     def standard(self, llm_env: dict[str, str] | None = None) -> "LocalStack":
         """message+pose in one process, memory+summary in another, the sketch face, one gateway."""

@@ -29,6 +29,15 @@ def assert_full_turn(events: list[gateway_pb2.ChatEvent]) -> None:
     assert not unreachable, f"a service of the layout was not reached: {unreachable}"
 
 
+def assert_web_answers(address: str, user: str) -> None:
+    """One chat completion through the web tier's OpenAI-compatible API."""
+    import httpx
+
+    body = {"model": "ohlora", "messages": [{"role": "user", "content": "로라야 안녕"}], "user": user}
+    response = httpx.post(f"http://{address}/v1/chat/completions", json=body, timeout=300)
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"], response.text
+
+
 def wait_healthy(host: Host, handle: Started, service: dict, timeout: float = 30.0) -> None:
     """Runs the compose health check until it passes, as docker does after start_period."""
     deadline = time.monotonic() + timeout
@@ -68,6 +77,7 @@ def test_a_layout_starts_from_its_compose_commands_and_answers_a_turn(profile, s
         wait_healthy(host, redis, single_host["services"]["redis"])
         gateway_name = next(name for name, s in services.items() if s["command"] == ["serve", "gateway"])
         gateway_service = services.pop(gateway_name)
+        web_service = services.pop("web")
         models = [host.start(name, s) for name, s in services.items()]
         wait_serving(models)
         for handle in models:
@@ -76,6 +86,10 @@ def test_a_layout_starts_from_its_compose_commands_and_answers_a_turn(profile, s
         wait_serving([gateway])
         wait_healthy(host, gateway, gateway_service)
         assert_full_turn(chat(gateway.address, f"user-{profile}"))
+        host.endpoints[("gateway", 50051)] = gateway.port  # every layout's gateway is "gateway" to the web tier
+        web = host.start("web", web_service)
+        wait_healthy(host, web, web_service, timeout=60)
+        assert_web_answers(web.address, f"web-{profile}")
     finally:
         codes = host.stop_all()
     assert codes == {name: 0 for name in codes}, f"every process stops cleanly within its stop_grace_period: {codes}"

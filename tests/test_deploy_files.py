@@ -50,7 +50,12 @@ def services(compose: dict[str, dict]) -> list[tuple[str, str, dict]]:
 
 def is_model_service(service: dict) -> bool:
     command = service.get("command") or []
-    return command[:1] == ["serve"] and command[1] != "gateway"
+    return command[:1] == ["serve"] and command[1] not in ("gateway", "web")
+
+
+def is_web(service: dict) -> bool:
+    """The web tier: a client of the gateway (docs/web.md), in every layout."""
+    return (service.get("command") or [])[:2] == ["serve", "web"]
 
 
 def is_one_off(service: dict) -> bool:
@@ -142,16 +147,18 @@ def test_restart_policies_and_stop_grace_longer_than_the_graceful_stop(compose):
             assert seconds(service["stop_grace_period"]) > grace + drain, f"{file}:{name}"
 
 
-def test_only_the_gateway_publishes_a_port_on_the_single_host(compose):
+def test_only_the_gateway_and_the_web_tier_publish_a_port_on_the_single_host(compose):
     config = compose[SINGLE_HOST]
     published = sorted(n for n, s in config["services"].items() if s.get("ports"))
-    assert published == sorted(n for n, s in config["services"].items() if is_gateway(s))
+    assert published == sorted([*(n for n, s in config["services"].items() if is_gateway(s)), "web"])
     assert config["networks"]["internal"]["internal"] is True
     for name, service in config["services"].items():
-        if not is_gateway(service) and name != "pull":
+        if not is_gateway(service) and name not in ("pull", "web"):
             assert set(service["networks"]) == {"internal"}, f"{name} has no route out"
+    assert set(config["services"]["web"]["networks"]) == {"public"}, "the web tier reaches only the gateway"
     gateway_port = config["services"]["gateway"]["ports"][0]
     assert str(gateway_port).startswith("127.0.0.1:"), "loopback unless OHLORA_GATEWAY_PUBLISH says otherwise"
+    assert str(config["services"]["web"]["ports"][0]).startswith("127.0.0.1:"), "loopback unless OHLORA_WEB_PUBLISH says otherwise"
 
 
 def test_gpu_host_ports_are_bound_to_its_private_address_and_speak_mutual_tls(compose):
@@ -173,7 +180,7 @@ def test_every_address_the_gateway_needs_is_set_and_names_a_service_of_its_layou
             continue
         env = env_of(gateway)
         profile = gateway["profiles"][0]
-        layout = {n: s for n, s in single.items() if in_profile(s, profile) and n != name and not is_one_off(s)}
+        layout = {n: s for n, s in single.items() if in_profile(s, profile) and n != name and not is_one_off(s) and not is_web(s)}
         ports = {(n, int(env_of(s).get("OHLORA_SERVER__PORT", 6379))) for n, s in layout.items()}
         for task in GATEWAY_ADDRESSES:
             host, port = env[f"OHLORA_GATEWAY__{task}_ADDRESS"].rsplit(":", 1)
@@ -473,7 +480,8 @@ def test_only_the_gateway_reaches_the_model_services_and_redis():
         assert ports["port"] <= port <= ports["endPort"]
     assert [rule["from"] for rule in policies["redis-from-gateway-only"]["ingress"]] == [gateway_only]
     allowed = [p for p in policies.values() if any("from" not in rule for rule in p.get("ingress", []))]
-    assert [p["podSelector"] for p in allowed] == [{"matchLabels": {"app.kubernetes.io/name": "gateway"}}]
+    assert sorted(p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in allowed) == ["gateway", "web"], \
+        "only the public endpoints (gRPC gateway, web tier) take traffic from anywhere"
 
 
 def test_kubernetes_variables_are_real_settings():

@@ -37,6 +37,7 @@ _SUITES = {
     "face": "ohlora.bench.face:face",
     "gateway-overhead": "ohlora.bench.gateway:gateway_overhead",
     "critical-path": "ohlora.bench.gateway:critical_path",
+    "web-overhead": "ohlora.bench.web:web_overhead",
     "mini-quality": "ohlora.bench.mini:mini_quality",
     "mini-timing": "ohlora.bench.mini:mini_timing",
     "load": "ohlora.bench.load:load",

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -90,11 +92,23 @@ def create_app(settings: WebSettings, stopping: Callable[[], bool] = lambda: Fal
     return app
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, stopping gracefully on SIGTERM/SIGINT and then exiting 0 like the other services (uvicorn
+    itself raises the signal again once it has stopped, so the process would end as killed by SIGTERM)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def serve_web(settings: Settings) -> None:
     """Runs the web tier until SIGTERM/SIGINT: HTTPS with server.tls_* (mutual with a client CA), like the gateway's port."""
     import ssl
-
-    import uvicorn
 
     from ohlora.runtime.logging import setup_logging
 
@@ -111,7 +125,7 @@ def serve_web(settings: Settings) -> None:
     app = create_app(settings.web, stopping=lambda: "server" in holder and holder["server"].should_exit)
     config = uvicorn.Config(app, host=server_settings.host, port=server_settings.port, log_config=None,
                             access_log=False, timeout_graceful_shutdown=int(server_settings.grace_seconds), **tls)
-    holder["server"] = uvicorn.Server(config)
+    holder["server"] = GracefulServer(config)
     log.info("web tier", extra={"fields": {"port": server_settings.port, "gateway": settings.web.gateway_address,
                                            "tls": bool(tls)}})
     holder["server"].run()

@@ -113,7 +113,7 @@ class Completion:
     created: int = field(default_factory=lambda: int(time.time()))
     reply: str | None = None
     usage: dict[str, int] | None = None
-    expression: dict[str, float] | None = None
+    expression: dict[str, float] | None = None  # the page shows it; API clients have no use for it
     warnings: list[str] = field(default_factory=list)
     turn_id: str = ""
 
@@ -138,11 +138,12 @@ class Completion:
 
     @property
     def answered(self) -> bool:
-        """Reply and expression are in: the rest of the turn (memory, summary) settles in the gateway."""
-        return self.reply is not None and self.expression is not None
+        """The reply and its token counts are in (the usage event follows reply_final at once; a gateway without
+        it gives the expression next): the rest of the turn (expression, memory, summary) goes on in the gateway."""
+        return self.reply is not None and (self.usage is not None or self.expression is not None)
 
     def extension(self) -> dict[str, Any]:
-        return {"turn_id": self.turn_id, "expression": self.expression, "warnings": self.warnings}
+        return {"turn_id": self.turn_id, "warnings": self.warnings}
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None,
               choices: bool = True) -> bytes:
@@ -196,7 +197,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def answer_events(events: AsyncIterator[gateway_pb2.ChatEvent], completion: Completion) -> AsyncIterator[gateway_pb2.ChatEvent]:
-    """The turn's events from the first delta or reply on (errors before them raise), until reply and expression."""
+    """The turn's events from the first delta or reply on (errors before them raise), until the reply is in."""
     try:
         async for event in events:
             completion.take(event)
