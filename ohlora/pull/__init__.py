@@ -5,8 +5,9 @@ Listings (listing.py) come from the Hub API, every page of them, and from GitHub
 truncates it; a listing missing an included pattern or a required file stops the pull before any download.
 Transfers (transfer.py) retry transient failures with backoff, resume with HTTP ranges, and carry HF_TOKEN and
 GITHUB_TOKEN only to their own endpoints. Installation (install.py) checks free space first, stages each source
-by commit, verifies every file (sha256 for LFS files, git blob sha1 for the rest) and moves a folder into place
-only when all of it is verified, with its manifest (manifest.py), which `ohlora models pull --check` re-hashes.
+by commit, verifies every file (sha256 for LFS files, git blob sha1 for the rest) and moves the folders into place
+only when all of them are verified, each with its manifest (manifest.py), which `ohlora models pull --check`
+re-hashes.
 Endpoints are configurable, so the same code runs against a mirror (the tests' imitation of the Hub and GitHub).
 """
 

@@ -4,7 +4,8 @@ Order matters for what a user is left with when something fails. Every listing i
 completeness, and the free space for everything still missing is checked, before the first byte is
 downloaded; so a wrong revision, a truncated listing or a small disk stops the pull with nothing changed.
 Downloads are staged under `<models>/.partial/<dest>@<commit>` (a different commit's leftovers are discarded,
-never mixed in) and a folder is moved into place only when every file in it is verified, with its manifest.
+never mixed in), and the folders are moved into place only when every file of every source is verified, each
+with its manifest: a pull installs everything it was asked for, or nothing.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def _pull(models: Path, sources: list[Source], ends: Endpoints, revisions: dict[
             listings.append(listing)
         missing = [listing for listing in listings if not _already_installed(models, listing, echo)]
         check_free_space(partial_root, missing)
-        for listing in missing:
-            _install(fetch, models, partial_root, listing, echo)
+        staged = [_stage(fetch, partial_root, listing, echo) for listing in missing]
+    for listing, staging in zip(missing, staged):  # only once everything is verified: all or nothing
+        _move_into_place(models, listing, staging, echo)
     shutil.rmtree(partial_root, ignore_errors=True)
     installed = [Installed(l.source.dest, l.name, l.revision, len(l.files)) for l in listings]
     write_index(models, installed)
@@ -162,7 +164,8 @@ def _discard_stale(staging: Path, echo: Echo) -> None:
             shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
-def _install(fetch: Fetcher, models: Path, partial_root: Path, listing: Listing, echo: Echo) -> None:
+def _stage(fetch: Fetcher, partial_root: Path, listing: Listing, echo: Echo) -> Path:
+    """Downloads and verifies every file of a listing into its staging folder, with the manifest; returns the folder."""
     staging = _staging(partial_root, listing)
     _discard_stale(staging, echo)
     what = f"{listing.name}@{listing.revision[:12]}"
@@ -181,6 +184,11 @@ def _install(fetch: Fetcher, models: Path, partial_root: Path, listing: Listing,
         if path.is_file() and path.relative_to(staging).as_posix() not in records:
             path.unlink()
     Manifest(listing.name, listing.revision, records).write(staging)
+    return staging
+
+
+def _move_into_place(models: Path, listing: Listing, staging: Path, echo: Echo) -> None:
+    """Replaces the installed folder by the staged one (renames on one file system)."""
     final = models / listing.source.dest
     final.parent.mkdir(parents=True, exist_ok=True)
     replaced = final.with_name(final.name + ".replaced")
@@ -189,7 +197,7 @@ def _install(fetch: Fetcher, models: Path, partial_root: Path, listing: Listing,
         final.rename(replaced)
     staging.rename(final)
     shutil.rmtree(replaced, ignore_errors=True)
-    echo(f"{listing.name}: installed {len(records)} files at {listing.revision[:12]} in {final}")
+    echo(f"{listing.name}: installed {len(listing.files)} files at {listing.revision[:12]} in {final}")
 
 
 def ohlora_v2_config(models: Path) -> str:

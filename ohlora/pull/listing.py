@@ -36,10 +36,14 @@ def wanted(path: str, include: tuple[str, ...], exclude: tuple[str, ...] = ()) -
 
 def list_source(fetch: Fetcher, source: Source, revision: str, ends: Endpoints, echo: Echo) -> Listing:
     """The complete, checked listing of one source at `revision` (a branch, tag or commit)."""
-    if isinstance(source, HubRepo):
-        listing = _list_hub(fetch, source, revision, ends)
-    else:
-        listing = _list_github(fetch, source, revision, ends, echo)
+    try:
+        if isinstance(source, HubRepo):
+            listing = _list_hub(fetch, source, revision, ends)
+        else:
+            listing = _list_github(fetch, source, revision, ends, echo)
+    except (KeyError, TypeError, ValueError) as exc:  # an answer without the fields the APIs document
+        raise PullError(f"{source.repo}@{revision}: the server's listing is not what the API documents "
+                        f"({type(exc).__name__}: {exc}); check --hub-endpoint / --github-api") from exc
     if listing.name != source.repo:
         echo(f"{source.repo}: the repository is now {listing.name} (following the redirect)")
     _check_complete(listing)

@@ -157,11 +157,7 @@ class Fetcher:
                 backoff.failed(exc)
 
     def json(self, url: str, what: str, params: dict[str, str] | None = None) -> Any:
-        response = self.get(url, what, params)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise PullError(f"{what}: {shown(response.url)} did not answer JSON") from exc
+        return _decoded(self.get(url, what, params), what)
 
     def pages(self, url: str, what: str, params: dict[str, str] | None = None) -> Iterator[Any]:
         """Each page of a listing, following `Link: <...>; rel="next"` as the Hub paginates its trees."""
@@ -172,7 +168,7 @@ class Fetcher:
                 raise PullError(f"{what}: the listing's pages go round in circles at {shown(next_url)}")
             seen.add(next_url)
             response = self.get(next_url, what, params)
-            yield response.json()
+            yield _decoded(response, what)
             link = response.links.get("next", {}).get("url")
             next_url = str(response.url.join(link)) if link else None
             params = None  # the next link carries its own query
@@ -227,6 +223,13 @@ class Fetcher:
             target.unlink()
             raise PullError(f"{remote.path}: the server sent {size} bytes, the listing says {remote.size}; "
                             "the download was deleted: run `ohlora models pull` again")
+
+
+def _decoded(response: httpx.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise PullError(f"{what}: {shown(response.url)} did not answer JSON") from exc
 
 
 def _resumes_at(response: httpx.Response, offset: int) -> bool:
