@@ -370,3 +370,19 @@ def test_a_models_folder_that_cannot_exist_is_one_line(hub, tmp_path):
     (tmp_path / "file").write_text("x")
     line = one_line_error(pull(hub, tmp_path / "file" / "models"))
     assert "Not a directory" in line and "--dir" in line
+
+
+# ---------------------------------------------------------------- the retry policy itself
+
+def test_retry_after_is_read_in_both_of_its_forms_and_waits_grow_to_a_cap():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from ohlora.pull.transfer import RetryPolicy, retry_after_seconds
+
+    assert retry_after_seconds("7") == 7.0
+    assert 28 < retry_after_seconds(format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)) <= 30
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    policy = RetryPolicy(retries=6, first_wait=1.0, max_wait=10.0)
+    assert [policy.wait(n, None) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+    assert policy.wait(1, 3.0) == 3.0 and policy.wait(1, 99.0) == 10.0, "Retry-After honoured, within the cap"

@@ -208,10 +208,13 @@ class Fetcher:
         # Always from the Hub's URL: its redirect signs a fresh CDN URL for this attempt.
         with self.client.stream("GET", remote.url, headers=headers, follow_redirects=True) as response:
             check_status(response, remote.path)
-            if have and not _resumes_at(response, have):
+            if have and response.status_code != 206:
                 self.echo(f"{remote.path}: the server sent the whole file instead of the missing part; starting it over")
                 have = 0
                 bar.reset(remote.size)
+            elif have and not _range_starts_at(response, have):
+                target.unlink()  # the next try asks for the whole file
+                raise Transient(f"the server sent another part than bytes {have}- ({response.headers['Content-Range']})")
             with open(target, "ab" if have else "wb") as fh:
                 for chunk in response.iter_bytes():  # unbuffered: every byte that arrived before a drop is kept
                     fh.write(chunk)
@@ -232,12 +235,10 @@ def _decoded(response: httpx.Response, what: str) -> Any:
         raise PullError(f"{what}: {shown(response.url)} did not answer JSON") from exc
 
 
-def _resumes_at(response: httpx.Response, offset: int) -> bool:
-    """A 206 whose Content-Range starts where the file ends; anything else (a 200) is the whole file."""
-    if response.status_code != 206:
-        return False
-    content_range = response.headers.get("Content-Range", "")
-    return content_range.startswith(f"bytes {offset}-")
+def _range_starts_at(response: httpx.Response, offset: int) -> bool:
+    """A 206 whose Content-Range (when it has one) starts where the staged file ends."""
+    content_range = response.headers.get("Content-Range")
+    return content_range is None or content_range.startswith(f"bytes {offset}-")
 
 
 def file_digests(path: Path) -> tuple[str, str]:
