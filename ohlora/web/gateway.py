@@ -55,24 +55,21 @@ class GatewayClient:
         except grpc.aio.AioRpcError as exc:
             raise GatewayError.from_status(exc.code(), exc.details() or "") from exc
 
-    async def chat(self, text: str, caller: Caller) -> AsyncIterator[gateway_pb2.ChatEvent]:
+    def chat(self, text: str, caller: Caller) -> AsyncIterator[gateway_pb2.ChatEvent]:
         """The turn's events as the gateway sends them. Leaving early cancels only this call: the gateway
         runs the turn as its own task, so a client that goes away loses nothing."""
-        call = self.stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=caller.metadata())
-        try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as exc:
-            raise GatewayError.from_status(exc.code(), exc.details() or "") from exc
-        finally:
-            call.cancel()
+        return self._stream(self.stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=caller.metadata()))
 
-    async def watch(self, caller: Caller, fps: float, size: int) -> AsyncIterator[face_pb2.Frame]:
-        call = self.stub.Watch(gateway_pb2.WatchRequest(fps=fps, size=size, format=face_pb2.IMAGE_FORMAT_JPEG),
-                               metadata=caller.metadata())
+    def watch(self, caller: Caller, fps: float, size: int) -> AsyncIterator[face_pb2.Frame]:
+        request = gateway_pb2.WatchRequest(fps=fps, size=size, format=face_pb2.IMAGE_FORMAT_JPEG)
+        return self._stream(self.stub.Watch(request, metadata=caller.metadata()))
+
+    @staticmethod
+    async def _stream(call) -> AsyncIterator:
+        """A server-streaming call's items; a gRPC error is raised as a GatewayError; closing it cancels the call."""
         try:
-            async for frame in call:
-                yield frame
+            async for item in call:
+                yield item
         except grpc.aio.AioRpcError as exc:
             raise GatewayError.from_status(exc.code(), exc.details() or "") from exc
         finally:
