@@ -188,11 +188,15 @@ class LLMEngine:
         batch_window_ms: float = 0.0,
         mixed_adapter_batches: bool = True,
         seed: int | None = None,
+        aliases: dict[str, str] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.adapters = adapters
+        # Task name -> loaded adapter, where tasks share one adapter file (a multi-task adapter is loaded once,
+        # so the four tasks' requests form plain one-adapter batches).
+        self.aliases = aliases or {}
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.name = name
@@ -236,7 +240,9 @@ class LLMEngine:
         model = AutoModelForCausalLM.from_pretrained(
             config.base_model, dtype=dtype, trust_remote_code=config.trust_remote_code
         )
-        names = list(config.adapters)
+        by_path: dict[str, str] = {}
+        aliases = {name: by_path.setdefault(path, name) for name, path in config.adapters.items()}
+        names = list(by_path.values())
         if names:
             from peft import PeftModel
 
@@ -248,7 +254,7 @@ class LLMEngine:
         model.to(device)
         model.eval()
         return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
-                   config.batch_window_ms, config.mixed_adapter_batches, config.seed)
+                   config.batch_window_ms, config.mixed_adapter_batches, config.seed, aliases)
 
     def _adapters_can_mix(self) -> bool:
         """peft mixes LoRA adapters in one batch, but not DoRA ones or merged weights: those batch per adapter."""
@@ -276,7 +282,11 @@ class LLMEngine:
         return encode_prompt(self.tokenizer, prompt)
 
     # ------------------------------------------------------------ serving
+    def has_adapter(self, name: str) -> bool:
+        return name in self.adapters or name in self.aliases
+
     def for_adapter(self, adapter: str | None, delay_seconds: float = 0.0) -> "AdapterGenerator":
+        adapter = self.aliases.get(adapter, adapter) if adapter is not None else None
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {self.adapters})")
         return AdapterGenerator(self, adapter, delay_seconds)

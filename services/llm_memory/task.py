@@ -135,7 +135,7 @@ def adapt_chat(text: str) -> str:
     return "" if text.strip().strip(".[]()") == NOTHING else " " + text
 
 
-TUNED_SYSTEM = f"사용자의 말에서 기억할 사실을 [키: 값] 하나로 적고, 없으면 {NOTHING}."
+TUNED_SYSTEM = "기억할 사실"
 
 
 def build_tuned(final_input: str) -> ChatPrompt:

@@ -129,8 +129,9 @@ def build_chat(final_input: str) -> ChatPrompt:
     return ChatPrompt(system=system, user=turn.text, examples=CHAT_EXAMPLES)
 
 
-# The tuned dialect's one line: who she is and how she answers; the rest is in the adapter (docs/training.md).
-TUNED_SYSTEM = "너는 오로라(22살, ENTJ, 샘올대 인공지능학과 3학년)야. 친한 친구에게 밝은 반말로 짧게 답해."
+# The tuned dialect's one line; who she is and how she talks is in the adapter (docs/training.md). Every prompt
+# token is paid in prefill on every call, and Korean costs Qwen's tokenizer about a token a syllable.
+TUNED_SYSTEM = "너는 오로라야. 친구에게 반말로 답해."
 
 
 def build_tuned(final_input: str) -> ChatPrompt:

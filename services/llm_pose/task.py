@@ -100,7 +100,7 @@ def build_chat(reply: str) -> ChatPrompt:
     return ChatPrompt(system=system, user=reply.strip(), examples=CHAT_EXAMPLES)
 
 
-TUNED_SYSTEM = "오로라의 말에 어울리는 표정을 (눈, 입, 고개 돌림)으로 골라."
+TUNED_SYSTEM = "표정"
 
 
 def build_tuned(reply: str) -> ChatPrompt:

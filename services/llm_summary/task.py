@@ -61,7 +61,7 @@ def build_chat(final_input: str, reply: str) -> ChatPrompt:
     return ChatPrompt(system=system, user=_exchange(split_final_input(final_input).text, reply), examples=CHAT_EXAMPLES)
 
 
-TUNED_SYSTEM = "오로라의 답변을 한 줄로 요약해."
+TUNED_SYSTEM = "답변 요약"
 
 
 def build_tuned(final_input: str, reply: str) -> ChatPrompt:

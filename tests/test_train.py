@@ -1,0 +1,216 @@
+"""`ohlora train` and the persona dataset: the lint, the checks before training, a real short run on the tiny preset."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ohlora.cli import app
+from ohlora.config import TASK_NAMES
+from ohlora.llm.engine import EngineConfig, LLMEngine
+from ohlora.llm.final_input import split_final_input
+from ohlora.llm.persona import MEMORY_KEYS
+from ohlora.llm.task import Dialect
+from ohlora.train.dataset import COLUMNS, PERSONA_CSV, SCENARIOS_JSON, load_rows, problems
+from ohlora.train.sft import IGNORE, build_examples
+
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------ the dataset
+@pytest.fixture(scope="module")
+def persona_rows():
+    return load_rows(PERSONA_CSV)
+
+
+def test_persona_dataset_size_and_splits(persona_rows):
+    train = [r for r in persona_rows if r.data_type == "train"]
+    valid = [r for r in persona_rows if r.data_type == "valid"]
+    assert len(train) >= 800 and len(valid) >= 150
+    assert not {r.input_data for r in train} & {r.input_data for r in valid}
+    with_fact = sum(bool(r.memory) for r in persona_rows)
+    assert 0.3 < with_fact / len(persona_rows) < 0.6  # about as many turns with nothing to remember as with a fact
+    prefixed = [split_final_input(r.input_data) for r in persona_rows]
+    assert sum(bool(t.memory) for t in prefixed) >= 100 and sum(bool(t.summary) for t in prefixed) >= 100
+
+
+@pytest.mark.parametrize("dialect", [Dialect.TUNED, Dialect.ORIGINAL])
+def test_persona_dataset_passes_the_services_parsers(persona_rows, dialect):
+    assert problems(persona_rows, list(TASK_NAMES), dialect, memory_keys=MEMORY_KEYS) == []
+
+
+def test_persona_replies_are_informal(persona_rows):
+    from ohlora.bench.mini import is_informal
+
+    formal = [r.output_message for r in persona_rows if not is_informal(r.output_message)]
+    assert formal == []
+
+
+def test_scenarios_are_held_out(persona_rows):
+    scenarios = json.loads(SCENARIOS_JSON.read_text())
+    assert len(scenarios) >= 10
+    inputs = {r.input_data for r in persona_rows}
+    for s in scenarios:
+        assert s["key"] in MEMORY_KEYS and s["value"]
+        assert s["first"] not in inputs and s["second"] not in inputs
+
+
+def test_lint_names_the_bad_rows(tmp_path):
+    path = write_rows(tmp_path / "bad.csv", [
+        ("train", "로라야 안녕", "안녕! 오늘 어땠어?", "", "인사", "(눈 보통, 입 보통, 고개 돌림 없음)"),
+        ("train", "로라야 안녕", "안녕!", "", "인사", "(눈 보통, 입 보통, 고개 돌림 없음)"),
+        ("valid", "나 내일 면접", "헐 면접? 화이팅!", "[내일 일정 면접]", "면접 응원", "(눈 크게, 입 크게, 고개 돌림 없음)"),
+        ("valid", "나 고양이 키워", "고양이 좋다!", "[애완: 고양이]", "고양이 부러움", "(눈 커다랗게, 입 보통, 고개 돌림 없음)"),
+    ])
+    found = problems(load_rows(path), list(TASK_NAMES), Dialect.TUNED, memory_keys=MEMORY_KEYS)
+    text = "\n".join(found)
+    assert "line 3: input '로라야 안녕' appears twice (also line 2)" in text
+    assert "line 4: memory '[내일 일정 면접]' is rejected by the memory parser" in text
+    assert "line 5: eyes_mouth_pose" in text and "line 5: memory key of '[애완: 고양이]'" in text
+    assert len(found) == 4
+
+
+# ------------------------------------------------------------------ examples
+def test_examples_mask_the_prompt_and_end_the_answer(tiny_base):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    rows = load_rows(PERSONA_CSV)[:3]
+    for dialect in (Dialect.TUNED, Dialect.ORIGINAL):
+        examples = build_examples(tokenizer, rows, ["memory"], dialect)
+        for row, example in zip(rows, examples):
+            answer = [t for t in example.labels if t != IGNORE]
+            # The prompt part is exactly what the engine would feed; the answer follows it.
+            assert example.labels[: len(example.input_ids) - len(answer)] == [IGNORE] * (len(example.input_ids) - len(answer))
+            assert example.input_ids[-len(answer):] == answer
+            text = tokenizer.decode(answer)
+            if dialect is Dialect.ORIGINAL:
+                assert text.endswith("(답변 종료)<|endoftext|>")
+            else:
+                assert text.startswith(row.memory or "없음") and text.endswith("<|im_end|>")
+
+
+# ------------------------------------------------------------------ the command
+def write_rows(path: Path, rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
+def small_dataset(path: Path, n_train: int = 24, n_valid: int = 8) -> Path:
+    rows = load_rows(PERSONA_CSV)
+    picked = [r for r in rows if r.data_type == "train"][:n_train] + [r for r in rows if r.data_type == "valid"][:n_valid]
+    return write_rows(path, [tuple(getattr(r, c) for c in COLUMNS) for r in picked])
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from ohlora.tiny import build_base
+
+    return build_base(tmp_path_factory.mktemp("tiny") / "base")
+
+
+def train_cli(*args: str):
+    return runner.invoke(app, ["train", *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty split", "parser", "base", "adapter", "stale checkpoints"])
+def test_bad_input_stops_before_training(tmp_path, tiny_base, case):
+    data = small_dataset(tmp_path / "data.csv")
+    base, extra = str(tiny_base), []
+    if case == "missing column":
+        rows = list(csv.reader(open(data, encoding="utf-8")))
+        write_rows(data, [tuple(r[:5]) for r in rows[1:]], COLUMNS[:5])
+        expected = "lacks the column(s) eyes_mouth_pose"
+    elif case == "empty split":
+        rows = [r for r in csv.reader(open(data, encoding="utf-8"))][1:]
+        write_rows(data, [tuple(r) for r in rows if r[0] == "train"])
+        expected = "the valid split is empty"
+    elif case == "parser":
+        rows = [r for r in csv.reader(open(data, encoding="utf-8"))][1:]
+        rows[2][5] = "(눈 반짝, 입 보통, 고개 돌림 없음)"
+        write_rows(data, [tuple(r) for r in rows])
+        expected = "line 4: eyes_mouth_pose '(눈 반짝, 입 보통, 고개 돌림 없음)' is rejected by the pose parser"
+    elif case == "base":
+        base = str(tmp_path / "no-such-base")
+        expected = "does not load"
+    elif case == "adapter":
+        (tmp_path / "broken-adapter").mkdir()
+        extra = ["--init-adapter", str(tmp_path / "broken-adapter")]
+        expected = "the adapter"
+    else:
+        (tmp_path / "out" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+        expected = "holds checkpoints of an earlier run"
+    result = train_cli("--base", base, "--data", str(data), "--out", str(tmp_path / "out"), "--max-steps", "2", *extra)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def first_token_logits(base: Path, adapter: Path | None, dialect: Dialect) -> torch.Tensor:
+    from services.llm_message.task import REPLY_TASK
+
+    engine = LLMEngine.load(EngineConfig(base_model=str(base), adapters={"message": str(adapter)} if adapter else {},
+                                         dtype="float32", device="cpu"))
+    ids = engine.encode_prompt(REPLY_TASK.prompt(dialect, final_input="로라야 주말에 뭐 해?"))
+    with torch.inference_mode():
+        return engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
+
+
+@pytest.mark.parametrize("dialect", ["tuned", "original"])
+def test_train_a_few_steps_resume_and_serve(tmp_path, tiny_base, dialect):
+    data = small_dataset(tmp_path / "data.csv")
+    out = tmp_path / "adapter"
+    common = ["--base", str(tiny_base), "--data", str(data), "--out", str(out), "--dialect", dialect,
+              "--batch-size", "8", "--save-steps", "2", "--lr", "1e-2", "--dtype", "float32"]
+    first = train_cli(*common, "--max-steps", "2")
+    assert first.exit_code == 0, first.output
+    resumed = train_cli(*common, "--max-steps", "4", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    report = json.loads((out / "training-report.json").read_text())
+    assert [s["steps"] for s in report["sittings"]] == [2, 2] and report["steps"] == 4
+    assert report["train_examples"] == 24 * 4 and report["valid_examples"] == 8 * 4
+    assert report["final_valid_loss"] > 0 and report["valid_loss_per_epoch"]
+    assert report["machine"]["dtype"] == "float32" and report["machine"]["cpu_capability"]
+    for key in ("adapter_sha256", "data_sha256", "base_sha256", "command"):
+        assert report[key]
+    assert report["command"].startswith("ohlora train --base")
+    # The adapter loads in the engine and changes what the model says.
+    chosen = Dialect(dialect)
+    tuned = first_token_logits(tiny_base, out, chosen)
+    plain = first_token_logits(tiny_base, None, chosen)
+    assert (tuned - plain).abs().max() > 1e-2
+
+
+def test_trained_adapter_answers_its_tasks(tmp_path, tiny_base):
+    """Long enough on a handful of rows that the tiny model learns them: the services' parsers accept the output."""
+    from ohlora.llm.task import complete_task
+    from ohlora.train.dataset import task_spec
+
+    data = small_dataset(tmp_path / "data.csv", n_train=4, n_valid=2)
+    out = tmp_path / "adapter"
+    result = train_cli("--base", str(tiny_base), "--data", str(data), "--out", str(out), "--task", "pose",
+                       "--epochs", "60", "--lr", "2e-2", "--batch-size", "4", "--dtype", "float32", "--save-steps", "1000")
+    assert result.exit_code == 0, result.output
+    rows = [r for r in load_rows(data) if r.data_type == "train"]
+
+    async def run() -> list[object]:
+        engine = LLMEngine.load(EngineConfig(base_model=str(tiny_base), adapters={"pose": str(out)}, dtype="float32",
+                                             device="cpu", seed=1))
+        engine.start()
+        try:
+            spec = task_spec("pose")
+            return [await complete_task(engine.for_adapter("pose"), spec, Dialect.TUNED, **r.fields("pose")) for r in rows]
+        finally:
+            await engine.stop()
+
+    finished = asyncio.run(run())
+    assert sum(not f.stats.fallback for f in finished) >= 3
