@@ -166,6 +166,20 @@ def test_check_without_a_pull_says_what_to_do(tmp_path):
 
 # ---------------------------------------------------------------- revisions
 
+def test_a_folder_from_before_manifests_is_verified_in_place_not_downloaded_again(hub, tmp_path):
+    models = tmp_path / "models"
+    assert pull(hub, models).returncode == 0
+    folder = models / SBERT.dest
+    (folder / MANIFEST).unlink()
+    (folder / ".ohlora-revision").write_text(hub.hub[SBERT.repo].sha)  # what the earlier pull left
+    before = len(hub.seen("cdn"))
+    again = pull(hub, models)
+    assert again.returncode == 0, again.stderr
+    assert "(verified, manifest written)" in again.stdout and len(hub.seen("cdn")) == before
+    assert check(models).returncode == 0
+
+
+
 def test_the_first_pull_records_the_commit_and_later_pulls_stay_on_it(hub, tmp_path):
     models = tmp_path / "models"
     first = hub.hub[BASE.repo].sha
