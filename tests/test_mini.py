@@ -111,3 +111,26 @@ def test_up_on_mini_chats_in_korean_with_a_face(tmp_path, mini: MiniPreset):
         child.close(force=True)
     assert len(replies) == 2 and all(hangul_share(r) >= 0.6 for r in replies), replies
     assert face_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: MiniPreset):
+    import hashlib
+    import json
+
+    from ohlora.config import load_settings
+    from ohlora.llm.task import Dialect
+    from ohlora.presets.mini import ADAPTER_DIR
+
+    tuned, few_shot = load_settings(mini.config), load_settings(mini.few_shot_config)
+    assert tuned.llm.dialect is Dialect.TUNED and few_shot.llm.dialect is Dialect.CHAT
+    assert {tuned.llm.task(t).adapter for t in ("message", "memory", "summary", "pose")} == {str(ADAPTER_DIR)}
+    assert not any(few_shot.llm.task(t).adapter for t in ("message", "memory", "summary", "pose"))
+    # The manifest names exactly the shipped file, the dataset in the repository and the base the preset prepares.
+    from ohlora.train.dataset import PERSONA_CSV, sha256_file
+    from ohlora.train.sft import base_sha256
+
+    report = json.loads((ADAPTER_DIR / "training-report.json").read_text())
+    assert report["adapter_sha256"] == hashlib.sha256((ADAPTER_DIR / "adapter_model.safetensors").read_bytes()).hexdigest()
+    assert report["data_sha256"] == sha256_file(PERSONA_CSV)
+    assert report["base_sha256"] == base_sha256(str(mini.llm))
+    assert report["final_valid_loss"] is not None and report["machine"]["cpu_capability"]

@@ -214,3 +214,22 @@ def test_trained_adapter_answers_its_tasks(tmp_path, tiny_base):
 
     finished = asyncio.run(run())
     assert sum(not f.stats.fallback for f in finished) >= 3
+
+
+def test_tuned_prompts_carry_no_few_shot_turns(tiny_base):
+    """The tuned dialect is what makes a fine-tuned turn cheap: a system line and the input, a fraction of CHAT."""
+    from transformers import AutoTokenizer
+
+    from ohlora.llm.engine import encode_prompt
+    from ohlora.train.dataset import task_spec
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    row = [r for r in load_rows(PERSONA_CSV) if r.input_data.startswith("[")][0]
+    for task in TASK_NAMES:
+        spec = task_spec(task)
+        tuned = spec.prompt(Dialect.TUNED, **row.fields(task))
+        chat = spec.prompt(Dialect.CHAT, **row.fields(task))
+        assert len(tuned.messages()) == 2 and len(chat.messages()) > 2
+        assert len(encode_prompt(tokenizer, tuned)) * 3 < len(encode_prompt(tokenizer, chat))
+    # The reply keeps the recalled memory in front of the user's words: the adapter learned to use it there.
+    assert task_spec("message").prompt(Dialect.TUNED, final_input=row.input_data).user == row.input_data

@@ -200,9 +200,10 @@ def prepare_mini(root: Path) -> MiniPreset:
     root.mkdir(parents=True, exist_ok=True)
     build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
     build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
-    if not (ADAPTER_DIR / "adapter_model.safetensors").is_file():
-        raise PresetMissing(f"the mini preset's persona adapter is missing from {ADAPTER_DIR}: reinstall ohlora-services")
-    for path, config in ((preset.config, preset.config_toml()), (preset.few_shot_config, preset.config_toml(tuned=False))):
+    configs = {preset.few_shot_config: preset.config_toml(tuned=False)}
+    if (ADAPTER_DIR / "adapter_model.safetensors").is_file():
+        configs[preset.config] = preset.config_toml()
+    for path, config in configs.items():
         if not path.exists() or path.read_text() != config:
             path.write_text(config)
     (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "e5_sha256": E5_SHA256}, indent=1))
