@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,15 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..1) of a small sample; nan when there is none."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def side_by_side(measure: str, result: str, first: tuple[str, list[float]], second: tuple[str, list[float]],
+                 notes: list[str], label: str = "path") -> SuiteResult:
+    """Two ways of doing the same thing, measured in one run: a row each (count, median, p90) and
+    `result` = median of the first / median of the second."""
+    rows = [[label, len(values), statistics.median(values), percentile(values, 0.9)] for label, values in (first, second)]
+    return SuiteResult(columns=[label, "turns", measure, "p90 s"], rows=rows,
+                       results={result: rows[0][2] / rows[1][2]}, notes=notes)
 
 
 def format_table(columns: list[str], rows: list[list[object]]) -> str:

@@ -7,7 +7,6 @@ reply and the expression vs the original's strictly sequential order.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 import uuid
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from ohlora.bench import SuiteResult, percentile
+from ohlora.bench import SuiteResult, side_by_side
 from ohlora.chat import call_metadata
 from ohlora.stack import LocalStack
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc, llm_pb2, llm_pb2_grpc
@@ -109,14 +108,10 @@ def gateway_overhead(quick: bool) -> SuiteResult:
             for text in TURNS:
                 via_gateway.append(gateway_turn(stub, text, _fresh_user())[1])
                 straight.append(direct.concurrent_turn(text)[1])
-        g, d = statistics.median(via_gateway), statistics.median(straight)
-        return SuiteResult(
-            columns=["path", "turns", "median s", "p90 s"],
-            rows=[["through the gateway", len(via_gateway), g, percentile(via_gateway, 0.9)],
-                  ["direct service calls", len(straight), d, percentile(straight, 0.9)]],
-            results={"gateway_overhead_ratio": g / d},
-            notes=["a whole turn (until memory and summary are done), alternating gateway/direct; the gateway adds "
-                   "Redis (lock, recall, turn log, summary, memory), a gesture publish and one more gRPC hop"],
+        return side_by_side(
+            "median s", "gateway_overhead_ratio", ("through the gateway", via_gateway), ("direct service calls", straight),
+            ["a whole turn (until memory and summary are done), alternating gateway/direct; the gateway adds "
+             "Redis (lock, recall, turn log, summary, memory), a gesture publish and one more gRPC hop"],
         )
     return _measure(quick, run)
 
@@ -128,13 +123,11 @@ def critical_path(quick: bool) -> SuiteResult:
             for text in TURNS:
                 visible.append(gateway_turn(stub, text, _fresh_user())[0])
                 sequential.append(direct.sequential_turn(text))
-        v, s = statistics.median(visible), statistics.median(sequential)
-        return SuiteResult(
-            columns=["schedule", "turns", "median s until reply + expression", "p90 s"],
-            rows=[["gateway (memory, summary off the critical path)", len(visible), v, percentile(visible, 0.9)],
-                  ["original order (message, memory, summary, pose)", len(sequential), s, percentile(sequential, 0.9)]],
-            results={"critical_path_ratio": v / s},
-            notes=["same processes and models for both; tiny GPT-NeoX with LoRA adapters fine-tuned at start-up"],
+        return side_by_side(
+            "median s until reply + expression", "critical_path_ratio",
+            ("gateway (memory, summary off the critical path)", visible),
+            ("original order (message, memory, summary, pose)", sequential),
+            ["same processes and models for both; tiny GPT-NeoX with LoRA adapters fine-tuned at start-up"], "schedule",
         )
     return _measure(quick, run)
 

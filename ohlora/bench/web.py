@@ -9,13 +9,12 @@ client holds the whole reply: the gateway's reply_final event, or the end of the
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import grpc
 import httpx
 
-from ohlora.bench import SuiteResult, percentile
+from ohlora.bench import SuiteResult, side_by_side
 from ohlora.bench.gateway import TURNS, _fresh_user, _stack
 from ohlora.chat import call_metadata
 from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
@@ -77,16 +76,12 @@ def web_overhead(quick: bool) -> SuiteResult:
                     settle(stub, user)
                     if i:
                         times[name].append(took)
-        via_web, straight = times["web"], times["gateway"]
-        w, g = statistics.median(via_web), statistics.median(straight)
-        return SuiteResult(
-            columns=["path", "turns", "median s to the whole reply", "p90 s"],
-            rows=[["OpenAI API of `ohlora serve web` (SSE)", len(via_web), w, percentile(via_web, 0.9)],
-                  ["gRPC straight to the gateway", len(straight), g, percentile(straight, 0.9)]],
-            results={"web_overhead_ratio": w / g},
-            notes=["each turn by a new user, measured once the previous turn has settled; the web tier adds one HTTP "
-                   "hop, JSON/SSE encoding and one more gRPC client; tiny GPT-NeoX (hidden 256, 4 layers) with LoRA "
-                   "adapters fine-tuned at start-up"],
+        return side_by_side(
+            "median s to the whole reply", "web_overhead_ratio",
+            ("OpenAI API of `ohlora serve web` (SSE)", times["web"]), ("gRPC straight to the gateway", times["gateway"]),
+            ["each turn by a new user, measured once the previous turn has settled; the web tier adds one HTTP hop, "
+             "JSON/SSE encoding and one more gRPC client; tiny GPT-NeoX (hidden 256, 4 layers) with LoRA adapters "
+             "fine-tuned at start-up"],
         )
     finally:
         stack.close()
