@@ -83,3 +83,32 @@ def test_the_compose_web_service_serves_the_page_in_front_of_a_gateway(shared_st
     finally:
         host.stop_all()
     assert (REPO_ROOT / "deploy" / "k8s" / "web.yaml").exists()
+
+
+def test_the_web_port_speaks_mutual_tls_like_the_gateways(shared_stack, tmp_path):
+    """server.tls_* make the web tier's port HTTPS that wants a client certificate; `ohlora health --http` checks it."""
+    import subprocess
+    import time
+
+    from deploy_support import OHLORA, make_certificates
+    from ohlora.client import check_http_ready
+    from ohlora.runtime.tls import ClientTLS
+
+    certs = make_certificates(tmp_path / "tls", {"web": ["ohlora-web"], "caller": ["caller"]})
+    ca = str(tmp_path / "tls" / "ca.crt")
+    (web_cert, web_key), (caller_cert, caller_key) = certs["web"], certs["caller"]
+    web = shared_stack.service("serve", "web", env={
+        "OHLORA_WEB__GATEWAY_ADDRESS": shared_stack.main.address, "OHLORA_SERVER__TLS_CERT_FILE": str(web_cert),
+        "OHLORA_SERVER__TLS_KEY_FILE": str(web_key), "OHLORA_SERVER__TLS_CLIENT_CA_FILE": ca})
+    caller = ClientTLS(ca, str(caller_cert), str(caller_key), "ohlora-web")
+    deadline = time.monotonic() + 60
+    while check_http_ready(web.address, 2.0, caller).status != "SERVING":
+        assert time.monotonic() < deadline and web.proc.poll() is None, web.log()
+        time.sleep(0.2)
+    check = [OHLORA, "health", web.address, "--http", "--tls-ca", ca]
+    with_cert = subprocess.run([*check, "--tls-cert", str(caller_cert), "--tls-key", str(caller_key), "--tls-server-name",
+                                "ohlora-web"], capture_output=True, text=True, timeout=30)
+    assert with_cert.returncode == 0, with_cert.stderr
+    assert subprocess.run(check, capture_output=True, text=True, timeout=30).returncode == 1, "no client certificate: refused"
+    assert check_http_ready(web.address, 2.0, ClientTLS()).status == "UNAVAILABLE", "no plaintext on a TLS port"
+    assert web.terminate() == 0
