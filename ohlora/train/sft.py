@@ -261,7 +261,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if config.resume else None)
     elapsed = time.perf_counter() - started
-    final_eval = trainer.evaluate()
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    # The epoch's own evaluation, when training ended on an epoch; else (--max-steps mid-epoch) one more pass.
+    final_eval = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
     config.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(config.out))
     adapter_file = config.out / "adapter_model.safetensors"
