@@ -67,6 +67,9 @@ class LLMSettings(BaseModel):
     batch_window_ms: float = 0.0
     # Rows of different tasks' adapters share one forward pass (peft adapter_names); false: one adapter per batch.
     mixed_adapter_batches: bool = True
+    # When every task of a process uses the same adapter, merge it into the base weights at load (no LoRA cost per
+    # token); false keeps it separate (e.g. to compare, or to serve the bare base too).
+    merge_single_adapter: bool = True
     # "int8": weight-only int8 linear layers (torchao; the `int8` extra); None: the weights as loaded.
     quantize: Literal["int8"] | None = None
     trust_remote_code: bool = False

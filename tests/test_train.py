@@ -155,11 +155,11 @@ def test_bad_input_stops_before_training(tmp_path, tiny_base, case):
     assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
 
 
-def first_token_logits(base: Path, adapter: Path | None, dialect: Dialect) -> torch.Tensor:
+def first_token_logits(base: Path, adapter: Path | None, dialect: Dialect, merge: bool = False) -> torch.Tensor:
     from services.llm_message.task import REPLY_TASK
 
     engine = LLMEngine.load(EngineConfig(base_model=str(base), adapters={"message": str(adapter)} if adapter else {},
-                                         dtype="float32", device="cpu"))
+                                         dtype="float32", device="cpu", merge_adapter=merge))
     ids = engine.encode_prompt(REPLY_TASK.prompt(dialect, final_input="로라야 주말에 뭐 해?"))
     with torch.inference_mode():
         return engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
@@ -188,6 +188,8 @@ def test_train_a_few_steps_resume_and_serve(tmp_path, tiny_base, dialect):
     tuned = first_token_logits(tiny_base, out, chosen)
     plain = first_token_logits(tiny_base, None, chosen)
     assert (tuned - plain).abs().max() > 1e-2
+    # Merged into the base (one adapter for every task of a process), it says the same.
+    assert torch.allclose(first_token_logits(tiny_base, out, chosen, merge=True), tuned, atol=1e-4)
 
 
 def test_trained_adapter_answers_its_tasks(tmp_path, tiny_base):
@@ -233,3 +235,15 @@ def test_tuned_prompts_carry_no_few_shot_turns(tiny_base):
         assert len(encode_prompt(tokenizer, tuned)) * 3 < len(encode_prompt(tokenizer, chat))
     # The reply keeps the recalled memory in front of the user's words: the adapter learned to use it there.
     assert task_spec("message").prompt(Dialect.TUNED, final_input=row.input_data).user == row.input_data
+
+
+def test_a_process_whose_tasks_share_one_adapter_merges_it():
+    from ohlora.config import LLMSettings, Settings, TaskModel
+    from ohlora.llm.host import LLMHost
+
+    shared = Settings(llm=LLMSettings(tasks={t: TaskModel(adapter="/a") for t in TASK_NAMES}))
+    assert LLMHost(shared, list(TASK_NAMES)).engine_config().merge_adapter
+    assert LLMHost(shared, ["message", "pose"]).engine_config().merge_adapter
+    mixed = Settings(llm=LLMSettings(tasks={**{t: TaskModel(adapter="/a") for t in TASK_NAMES}, "pose": TaskModel()}))
+    assert not LLMHost(mixed, list(TASK_NAMES)).engine_config().merge_adapter  # pose needs the bare base
+    assert not LLMHost(Settings(), list(TASK_NAMES)).engine_config().merge_adapter  # four adapters (ohlora-v2)

@@ -84,9 +84,10 @@ def bench_variant() -> str:
 def load_engine(settings: Settings) -> LLMEngine:
     llm = settings.llm
     adapters = {t: llm.task(t).adapter for t in TASK_NAMES if llm.task(t).adapter}
+    merge = len(adapters) == len(TASK_NAMES) and len(set(adapters.values())) == 1 and llm.merge_single_adapter
     return LLMEngine.load(EngineConfig(base_model=llm.base_model, adapters=adapters, dtype=llm.dtype,  # type: ignore[arg-type]
                                        device="cpu", max_batch_size=8, max_queue=4096, quantize=llm.quantize,
-                                       seed=EVAL_SEED))
+                                       seed=EVAL_SEED, merge_adapter=merge))
 
 
 async def _run_all(engine: LLMEngine, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:
@@ -139,7 +140,7 @@ async def _quality(quick: bool) -> tuple[SuiteResult, float]:
     notes = [
         f"{variant}: {n} turns of the persona dataset's valid split, Qwen2.5-Coder-0.5B-Instruct on CPU"
         f"{', int8 weights' if settings.llm.quantize else ''}, {settings.llm.dialect.value} dialect"
-        f"{', persona adapter' if engine.adapters else ', no adapter'}, tasks batched; {elapsed:.0f} s in all",
+        f"{', persona adapter' if engine.aliases else ', no adapter'}, tasks batched; {elapsed:.0f} s in all",
         f"memory: a fact with a key from the vocabulary for {sum(m.value is not None and m.value.key in MEMORY_KEYS for m in with_fact)}"
         f"/{len(with_fact)} turns that state one (same key as the dataset: "
         f"{sum(m.value is not None and f'[{m.value.key}:' in r.memory for r, m in zip([r for r in rows if r.memory], with_fact))}), "
