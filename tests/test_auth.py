@@ -54,6 +54,7 @@ CALLS = {
     "ChooseFace": lambda s, md: s.ChooseFace(gateway_pb2.ChooseFaceRequest(face_id=1), metadata=md),
     "ResetSummary": lambda s, md: s.ResetSummary(gateway_pb2.ResetSummaryRequest(), metadata=md),
     "ListTurns": lambda s, md: s.ListTurns(gateway_pb2.ListTurnsRequest(), metadata=md),
+    "Faces": lambda s, md: s.Faces(gateway_pb2.FacesRequest(size=32), metadata=md),
 }
 
 
