@@ -1,0 +1,240 @@
+"""Measures the mini preset's memory-recall threshold on the project's calibration set.
+
+    python scripts/recall_threshold.py                 # the table in docs/models.md
+    python scripts/recall_threshold.py --misses 0.83   # also every turn that goes wrong at 0.83
+    python scripts/recall_threshold.py --json out.json # the table and the machine, as JSON
+
+Why: the gateway puts the stored memory with the highest cosine in front of a turn when that cosine reaches the
+embedder's threshold (gateway.turn.best_memory), and multilingual-e5-small packs every Korean pair into a narrow
+band (about 0.80-0.90), so the threshold decides almost alone whether Oh-LoRA remembers or talks about an
+unrelated fact. 0.85 came from an 8-memory probe and missed plain recalls in conversation. This scores the
+calibration set (ohlora/train/data/recall_calibration.json: 40 memories of one user, for each two turns that should
+recall it and two that should recall nothing) exactly as the gateway does: the user's text through the gateway's
+model_text as a "query: ", the memory lines as "passage: ", all 40 stored together, top-1 cosine against each
+threshold. The embedder is the prepared preset's (`ohlora models prepare mini`), loaded as the memory service
+loads it (sentence-transformers, its query/passage prompts, L2-normalised; services.llm_memory.embedder).
+The last column is the same turns for a user with one memory stored (a short conversation), where no wrong memory
+can come up and an unrelated turn meets one memory instead of forty: why a threshold that looks right there floods a
+user with many memories with false recalls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+CALIBRATION_JSON = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json"
+THRESHOLDS = tuple(round(0.80 + 0.005 * i, 3) for i in range(17))  # 0.80 ... 0.88
+
+
+@dataclass(frozen=True)
+class Calibration:
+    memories: list[str]
+    recall_turns: list[str]
+    recall_targets: list[int]  # index into memories, one per recall turn
+    unrelated_turns: list[str]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Cosines of every turn against every stored memory (rows: turns, columns: memories)."""
+
+    memories: list[str]
+    recall_turns: list[str]
+    recall_targets: np.ndarray
+    recall: np.ndarray
+    unrelated_turns: list[str]
+    unrelated: np.ndarray
+
+
+@dataclass(frozen=True)
+class Rates:
+    threshold: float
+    right: int  # should-recall turns whose recalled memory is the right one
+    missed: int  # should-recall turns that recall nothing
+    wrong: int  # should-recall turns that recall another memory
+    recall_turns: int
+    false: int  # unrelated turns that recall something
+    unrelated_turns: int
+
+    @property
+    def right_share(self) -> float:
+        return self.right / self.recall_turns
+
+    @property
+    def wrong_share(self) -> float:
+        return self.wrong / self.recall_turns
+
+    @property
+    def false_share(self) -> float:
+        return self.false / self.unrelated_turns
+
+    @property
+    def bad_recalls(self) -> int:
+        """Turns that get a memory they should not: a wrong one, or any on an unrelated turn."""
+        return self.wrong + self.false
+
+
+def load_calibration(path: Path = CALIBRATION_JSON) -> Calibration:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    memories = [entry["memory"] for entry in data["memories"]]
+    recall_turns, targets, unrelated = [], [], []
+    for n, entry in enumerate(data["memories"]):
+        recall_turns += entry["recall"]
+        targets += [n] * len(entry["recall"])
+        unrelated += entry["unrelated"]
+    return Calibration(memories, recall_turns, targets, unrelated)
+
+
+def embedder_dir(models: Path | None = None) -> Path:
+    from ohlora.presets import default_models_dir
+    from ohlora.presets.mini import EMBEDDER_DIR
+
+    return (models or default_models_dir() / "mini") / EMBEDDER_DIR
+
+
+def load_embedder(folder: Path) -> object:
+    """The memory service's Embedder on the prepared model (torch backend; the onnx one gives the same vectors
+    within 1e-4, tests/test_mini.py)."""
+    from sentence_transformers import SentenceTransformer
+
+    from ohlora.presets.mini import E5_THRESHOLD
+    from services.llm_memory.embedder import Embedder
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    return Embedder(model, folder.name, E5_THRESHOLD)
+
+
+def score(calibration: Calibration, embedder: object) -> Scores:
+    """Every turn as the gateway embeds it (model_text, kind "query") against every memory (kind "passage")."""
+    from gateway.inputs import model_text
+
+    encode = embedder.encode  # type: ignore[attr-defined]
+    memories = encode(calibration.memories, "passage")
+    recall = encode([model_text(t) for t in calibration.recall_turns], "query")
+    unrelated = encode([model_text(t) for t in calibration.unrelated_turns], "query")
+    return Scores(calibration.memories, calibration.recall_turns, np.asarray(calibration.recall_targets),
+                  recall @ memories.T, calibration.unrelated_turns, unrelated @ memories.T)
+
+
+def recalled(cosines: np.ndarray, memories: list[str], threshold: float) -> str:
+    """The gateway's rule on precomputed cosines (gateway.turn.best_memory; ties go to the greatest text)."""
+    top = cosines.max()
+    if not float(top) >= threshold:
+        return ""
+    return max(memories[n] for n in np.flatnonzero(cosines == top))
+
+
+def rates(scores: Scores, threshold: float) -> Rates:
+    right = missed = wrong = 0
+    for row, target in zip(scores.recall, scores.recall_targets):
+        got = recalled(row, scores.memories, threshold)
+        if got == scores.memories[int(target)]:
+            right += 1
+        elif got == "":
+            missed += 1
+        else:
+            wrong += 1
+    false = sum(recalled(row, scores.memories, threshold) != "" for row in scores.unrelated)
+    return Rates(threshold, right, missed, wrong, len(scores.recall_turns), false, len(scores.unrelated_turns))
+
+
+@dataclass(frozen=True)
+class OneMemory:
+    """The same turns for a user with a single stored memory (a short conversation): a should-recall turn recalls
+    when its own memory's cosine reaches the threshold; an unrelated turn, averaged over which one memory is stored."""
+
+    threshold: float
+    right_share: float
+    false_share: float
+
+
+def one_memory(scores: Scores, threshold: float) -> OneMemory:
+    own = scores.recall[np.arange(len(scores.recall_turns)), scores.recall_targets]
+    return OneMemory(threshold, float((own >= threshold).mean()), float((scores.unrelated >= threshold).mean()))
+
+
+def machine() -> dict[str, object]:
+    import sentence_transformers
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__}
+
+
+def table(rows: list[Rates], single: list[OneMemory], current: float | None = None) -> str:
+    """Markdown: all memories stored (the choice), then the one-memory view; `current` is marked."""
+    lines = ["| threshold | right recalls | missed | wrong memory | unrelated turns recalling one | bad recalls "
+             "(wrong + unrelated) | one memory stored: right / unrelated recalling |",
+             "|---|---|---|---|---|---|---|"]
+    for r, one in zip(rows, single):
+        mark = " (preset)" if current is not None and abs(r.threshold - current) < 1e-9 else ""
+        lines.append(f"| {r.threshold:.3f}{mark} | {r.right}/{r.recall_turns} ({r.right_share:.0%}) | {r.missed} | "
+                     f"{r.wrong} ({r.wrong_share:.0%}) | {r.false}/{r.unrelated_turns} ({r.false_share:.0%}) | "
+                     f"{r.bad_recalls} | {one.right_share:.0%} / {one.false_share:.1%} |")
+    return "\n".join(lines)
+
+
+def misses(scores: Scores, threshold: float) -> list[str]:
+    """Every turn that goes wrong at `threshold`, with its top cosine and what it recalled."""
+    out = []
+    for turn, row, target in zip(scores.recall_turns, scores.recall, scores.recall_targets):
+        got = recalled(row, scores.memories, threshold)
+        want = scores.memories[int(target)]
+        if got != want:
+            out.append(f"should recall {want} ({row[int(target)]:.3f}): {turn!r} -> {got or 'nothing'} "
+                       f"({row.max():.3f})")
+    for turn, row in zip(scores.unrelated_turns, scores.unrelated):
+        got = recalled(row, scores.memories, threshold)
+        if got:
+            out.append(f"unrelated: {turn!r} -> {got} ({row.max():.3f})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=None, help="the mini preset's folder (default: <models>/mini)")
+    parser.add_argument("--data", type=Path, default=CALIBRATION_JSON)
+    parser.add_argument("--misses", type=float, default=None, help="list the turns that go wrong at this threshold")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table and the machine here")
+    args = parser.parse_args(argv)
+
+    folder = embedder_dir(args.models)
+    if not folder.is_dir():
+        print(f"{folder} is missing: run `ohlora models prepare mini` first", file=sys.stderr)
+        return 2
+    scores = score(load_calibration(args.data), load_embedder(folder))
+    rows = [rates(scores, t) for t in THRESHOLDS]
+    single = [one_memory(scores, t) for t in THRESHOLDS]
+    ranked = int((scores.recall.argmax(1) == scores.recall_targets).sum())
+    print(f"{len(scores.memories)} memories, {len(scores.recall_turns)} should-recall turns, "
+          f"{len(scores.unrelated_turns)} unrelated turns; the right memory ranks first for {ranked} of "
+          f"{len(scores.recall_turns)} (any threshold)")
+    print(f"top-1 cosine: should-recall turns {np.percentile(scores.recall.max(1), [10, 50, 90]).round(3)} "
+          f"(10/50/90th percentile), unrelated turns {np.percentile(scores.unrelated.max(1), [10, 50, 90]).round(3)}")
+    from ohlora.presets.mini import E5_THRESHOLD
+
+    print(table(rows, single, E5_THRESHOLD))
+    info = machine()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    if args.misses is not None:
+        print(f"\nturns that go wrong at {args.misses}:")
+        print("\n".join(misses(scores, args.misses)))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"machine": info, "ranked_first": ranked, "rows": [
+            {**asdict(r), "right_share": r.right_share, "false_share": r.false_share} for r in rows],
+            "one_memory": [asdict(one) for one in single]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
