@@ -532,6 +532,11 @@ def train_command(
     dtype: Annotated[str, typer.Option(help="auto follows the hardware (bf16 only where the CPU/GPU has it).")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     init_adapter: Annotated[Optional[str], typer.Option(help="Start from this adapter (folder or hub id).")] = None,
+    base_adapter: Annotated[Optional[str], typer.Option(help="Merge this adapter into the base first and train a new "
+                                                             "one on top (serve with llm.base_adapter).")] = None,
+    fact_repeat: Annotated[int, typer.Option(help="Train each example about a fact (a memory that states one, a "
+                                                  "reply to an input carrying one) this many times an epoch.",
+                                             min=1)] = 1,
     resume: Annotated[bool, typer.Option(help="Go on from the last checkpoint under --out.")] = False,
 ) -> None:
     """LoRA fine-tuning of Oh-LoRA's tasks on a base model from a persona dataset (docs/training.md)."""
@@ -553,7 +558,8 @@ def train_command(
     config = TrainConfig(base=base, data=data or PERSONA_CSV, out=out, tasks=list(task or TASK_NAMES), dialect=chosen,
                          epochs=epochs, learning_rate=lr, batch_size=batch_size, rank=rank, alpha=alpha,
                          upper_layers=upper_layers, max_steps=max_steps, save_steps=save_steps, seed=seed, dtype=dtype,
-                         device=device, init_adapter=init_adapter, resume=resume)
+                         device=device, init_adapter=init_adapter, base_adapter=base_adapter, fact_repeat=fact_repeat,
+                         resume=resume)
     if target:
         config.target_modules = list(target)
     try:

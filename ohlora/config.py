@@ -70,6 +70,10 @@ class LLMSettings(BaseModel):
     # When every task of a process uses the same adapter, merge it into the base weights at load (no LoRA cost per
     # token); false keeps it separate (e.g. to compare, or to serve the bare base too).
     merge_single_adapter: bool = True
+    # An adapter merged into the base weights at load, under every task: a persona adapter whose tasks' own adapters
+    # (if any) were trained on top of it with `ohlora train --base-adapter` (mini: the persona, and the memory
+    # adapter over it). A task with no adapter of its own then runs on the persona alone.
+    base_adapter: str | None = None
     # "int8": weight-only int8 linear layers (torchao; the `int8` extra); None: the weights as loaded.
     quantize: Literal["int8"] | None = None
     trust_remote_code: bool = False
@@ -88,6 +92,19 @@ class LLMSettings(BaseModel):
 
     def task(self, name: str) -> TaskModel:
         return self.tasks.get(name, TaskModel())
+
+    def adapters_for(self, tasks: list[str]) -> tuple[str | None, dict[str, str]]:
+        """(the adapter merged into the base, each task's own adapter) for a process hosting `tasks`.
+
+        One adapter shared by every hosted task (mini's persona, before its memory adapter) is merged too,
+        unless merge_single_adapter is off: unmerged, each LoRA layer adds two small matmuls to every token.
+        """
+        adapters = {t: a for t in tasks if (a := self.task(t).adapter)}
+        shared = set(adapters.values())
+        if (self.base_adapter is None and self.merge_single_adapter and len(adapters) == len(tasks)
+                and len(shared) == 1):
+            return shared.pop(), {}
+        return self.base_adapter, adapters
 
     def dialect_of(self, name: str) -> Dialect:
         return self.task(name).dialect or self.dialect

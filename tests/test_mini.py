@@ -62,7 +62,22 @@ def test_embedder_ranks_the_related_memory_first(embedder, mini: MiniPreset):
     queries = embedder.encode(RELATED, prompt_name="query", normalize_embeddings=True)
     scores = queries @ memories.T
     assert (scores.argmax(1) == np.arange(len(RELATED))).sum() >= 7
-    assert f"threshold = {E5_THRESHOLD}" in mini.config.read_text() and E5_THRESHOLD == 0.85
+    assert f"threshold = {E5_THRESHOLD}" in mini.config.read_text() and E5_THRESHOLD == 0.855
+
+
+def test_the_preset_runs_e5_in_onnx_runtime_with_torchs_vectors(embedder, mini: MiniPreset):
+    from ohlora.config import load_settings
+    from services.llm_memory.embedder import Embedder
+
+    settings = load_settings(mini.few_shot_config).embedder  # the embedder section is the same in both configs
+    assert settings.backend == "onnx"
+    onnx = Embedder.load(settings.model_copy(update={"device": "cpu"}))
+    # Each kind's prompt, and none named (sentence-transformers then uses the model's default, "passage").
+    ours = np.concatenate([onnx.encode(MEMORIES, "passage"), onnx.encode(RELATED, "query"), onnx.encode(RELATED)])
+    theirs = np.concatenate([embedder.encode(MEMORIES, prompt_name="passage", normalize_embeddings=True),
+                             embedder.encode(RELATED, prompt_name="query", normalize_embeddings=True),
+                             embedder.encode(RELATED, normalize_embeddings=True)])
+    assert np.abs(ours - theirs).max() <= 1e-4
 
 
 def test_a_part_that_is_not_the_pinned_one_is_refused_and_nothing_is_installed(tmp_path, monkeypatch):
@@ -119,18 +134,25 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
 
     from ohlora.config import load_settings
     from ohlora.llm.task import Dialect
-    from ohlora.presets.mini import ADAPTER_DIR
+    from ohlora.presets.mini import ADAPTER_DIR, MEMORY_ADAPTER_DIR
 
     tuned, few_shot = load_settings(mini.config), load_settings(mini.few_shot_config)
     assert tuned.llm.dialect is Dialect.TUNED and few_shot.llm.dialect is Dialect.CHAT
-    assert {tuned.llm.task(t).adapter for t in ("message", "memory", "summary", "pose")} == {str(ADAPTER_DIR)}
-    assert not any(few_shot.llm.task(t).adapter for t in ("message", "memory", "summary", "pose"))
-    # The manifest names exactly the shipped file, the dataset in the repository and the base the preset prepares.
+    # The persona merged under every task; the memory task's own adapter over it.
+    assert tuned.llm.adapters_for(["message", "memory", "summary", "pose"]) == (
+        str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})
+    assert few_shot.llm.adapters_for(["message", "memory", "summary", "pose"]) == (None, {})
+    # Each manifest names exactly the shipped file, the dataset in the repository and the base the preset prepares;
+    # the memory adapter's names the persona it was trained over.
     from ohlora.train.dataset import PERSONA_CSV, sha256_file
     from ohlora.train.sft import base_sha256
 
-    report = json.loads((ADAPTER_DIR / "training-report.json").read_text())
-    assert report["adapter_sha256"] == hashlib.sha256((ADAPTER_DIR / "adapter_model.safetensors").read_bytes()).hexdigest()
-    assert report["data_sha256"] == sha256_file(PERSONA_CSV)
-    assert report["base_sha256"] == base_sha256(str(mini.llm))
-    assert report["final_valid_loss"] is not None and report["machine"]["cpu_capability"]
+    for folder in (ADAPTER_DIR, MEMORY_ADAPTER_DIR):
+        report = json.loads((folder / "training-report.json").read_text())
+        assert report["adapter_sha256"] == hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+        assert report["data_sha256"] == sha256_file(PERSONA_CSV)
+        assert report["base_sha256"] == base_sha256(str(mini.llm))
+        assert report["final_valid_loss"] is not None and report["machine"]["cpu_capability"]
+    memory = json.loads((MEMORY_ADAPTER_DIR / "training-report.json").read_text())
+    assert memory["base_adapter_sha256"] == sha256_file(ADAPTER_DIR / "adapter_model.safetensors")
+    assert memory["config"]["tasks"] == ["memory"]

@@ -17,7 +17,7 @@ from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.final_input import split_final_input
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Dialect
-from ohlora.train.dataset import COLUMNS, PERSONA_CSV, SCENARIOS_JSON, load_rows, problems
+from ohlora.train.dataset import COLUMNS, PERSONA_CSV, SCENARIOS_JSON, load_rows, problems, sha256_file
 from ohlora.train.sft import IGNORE, build_examples
 
 runner = CliRunner()
@@ -96,6 +96,24 @@ def test_examples_mask_the_prompt_and_end_the_answer(tiny_base):
                 assert text.startswith(row.memory or "없음") and text.endswith("<|im_end|>")
 
 
+def test_fact_examples_are_repeated(tiny_base):
+    """--fact-repeat: a memory answer that states a fact, and a reply to an input carrying a recalled one."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    rows = load_rows(PERSONA_CSV)
+    stated = [r for r in rows if r.memory][:2]
+    recalled = [r for r in rows if split_final_input(r.input_data).memory][:2]
+    plain = [r for r in rows if not r.memory and not split_final_input(r.input_data).memory][:3]
+    picked = stated + recalled + plain
+    states = sum(bool(r.memory) for r in picked)
+    carries = sum(bool(split_final_input(r.input_data).memory) for r in picked)
+    assert states >= 2 and carries == 2
+    assert len(build_examples(tokenizer, picked, ["memory"], Dialect.TUNED, fact_repeat=3)) == 7 + 2 * states
+    assert len(build_examples(tokenizer, picked, ["message"], Dialect.TUNED, fact_repeat=3)) == 7 + 2 * carries
+    assert len(build_examples(tokenizer, picked, ["summary", "pose"], Dialect.TUNED, fact_repeat=3)) == 14
+
+
 # ------------------------------------------------------------------ the command
 def write_rows(path: Path, rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS) -> Path:
     with open(path, "w", encoding="utf-8", newline="") as fh:
@@ -158,8 +176,9 @@ def test_bad_input_stops_before_training(tmp_path, tiny_base, case):
 def first_token_logits(base: Path, adapter: Path | None, dialect: Dialect, merge: bool = False) -> torch.Tensor:
     from services.llm_message.task import REPLY_TASK
 
-    engine = LLMEngine.load(EngineConfig(base_model=str(base), adapters={"message": str(adapter)} if adapter else {},
-                                         dtype="float32", device="cpu", merge_adapter=merge))
+    on_task = {"message": str(adapter)} if adapter and not merge else {}
+    engine = LLMEngine.load(EngineConfig(base_model=str(base), adapters=on_task, dtype="float32", device="cpu",
+                                         base_adapter=str(adapter) if adapter and merge else None))
     ids = engine.encode_prompt(REPLY_TASK.prompt(dialect, final_input="로라야 주말에 뭐 해?"))
     with torch.inference_mode():
         return engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
@@ -190,6 +209,38 @@ def test_train_a_few_steps_resume_and_serve(tmp_path, tiny_base, dialect):
     assert (tuned - plain).abs().max() > 1e-2
     # Merged into the base (one adapter for every task of a process), it says the same.
     assert torch.allclose(first_token_logits(tiny_base, out, chosen, merge=True), tuned, atol=1e-4)
+
+
+def test_an_adapter_trained_over_a_merged_one_serves_over_it(tmp_path, tiny_base):
+    """mini's memory adapter: trained with --base-adapter (the persona merged first), served with llm.base_adapter."""
+    data = small_dataset(tmp_path / "data.csv")
+    common = ["--base", str(tiny_base), "--data", str(data), "--batch-size", "8", "--lr", "1e-2", "--dtype", "float32",
+              "--max-steps", "2"]
+    persona, memory = tmp_path / "persona", tmp_path / "memory"
+    assert train_cli(*common, "--out", str(persona)).exit_code == 0
+    result = train_cli(*common, "--out", str(memory), "--task", "memory", "--base-adapter", str(persona),
+                       "--fact-repeat", "3")
+    assert result.exit_code == 0, result.output
+    report = json.loads((memory / "training-report.json").read_text())
+    facts = sum(1 for r in load_rows(data) if r.data_type == "train" and r.memory)
+    assert report["train_examples"] == 24 + 2 * facts  # each fact turn three times
+    assert "--base-adapter" in report["command"] and "--fact-repeat 3" in report["command"]
+    assert report["base_adapter_sha256"] == sha256_file(persona / "adapter_model.safetensors")
+
+    def logits(base_adapter: Path | None, own: Path | None) -> torch.Tensor:
+        from services.llm_memory.task import EXTRACT_TASK
+
+        engine = LLMEngine.load(EngineConfig(base_model=str(tiny_base), dtype="float32", device="cpu",
+                                             base_adapter=str(base_adapter) if base_adapter else None,
+                                             adapters={"memory": str(own)} if own else {}))
+        ids = engine.encode_prompt(EXTRACT_TASK.prompt(Dialect.TUNED, final_input="나 고양이 키워"))
+        with torch.inference_mode(), engine._adapter_context("memory" if own else None):
+            return engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
+
+    on_persona = logits(persona, None)
+    stacked = logits(persona, memory)
+    assert (stacked - on_persona).abs().max() > 1e-2  # the memory adapter changes what the persona says
+    assert (on_persona - logits(None, None)).abs().max() > 1e-2  # and the persona is really merged under it
 
 
 def test_trained_adapter_answers_its_tasks(tmp_path, tiny_base):
@@ -241,9 +292,17 @@ def test_a_process_whose_tasks_share_one_adapter_merges_it():
     from ohlora.config import LLMSettings, Settings, TaskModel
     from ohlora.llm.host import LLMHost
 
+    def merged_and_own(settings: Settings, tasks: list[str]) -> tuple[str | None, dict[str, str]]:
+        config = LLMHost(settings, tasks).engine_config()
+        return config.base_adapter, config.adapters
+
     shared = Settings(llm=LLMSettings(tasks={t: TaskModel(adapter="/a") for t in TASK_NAMES}))
-    assert LLMHost(shared, list(TASK_NAMES)).engine_config().merge_adapter
-    assert LLMHost(shared, ["message", "pose"]).engine_config().merge_adapter
+    assert merged_and_own(shared, list(TASK_NAMES)) == ("/a", {})
+    assert merged_and_own(shared, ["message", "pose"]) == ("/a", {})
     mixed = Settings(llm=LLMSettings(tasks={**{t: TaskModel(adapter="/a") for t in TASK_NAMES}, "pose": TaskModel()}))
-    assert not LLMHost(mixed, list(TASK_NAMES)).engine_config().merge_adapter  # pose needs the bare base
-    assert not LLMHost(Settings(), list(TASK_NAMES)).engine_config().merge_adapter  # four adapters (ohlora-v2)
+    assert merged_and_own(mixed, list(TASK_NAMES))[0] is None  # pose needs the bare base
+    assert merged_and_own(Settings(), list(TASK_NAMES))[0] is None  # four adapters (ohlora-v2)
+    # A persona merged under every task, and the memory task's own adapter trained on top of it (mini).
+    stacked = Settings(llm=LLMSettings(base_adapter="/persona", tasks={"memory": TaskModel(adapter="/memory")}))
+    assert merged_and_own(stacked, list(TASK_NAMES)) == ("/persona", {"memory": "/memory"})
+    assert merged_and_own(stacked, ["message", "pose"]) == ("/persona", {})

@@ -83,11 +83,10 @@ def bench_variant() -> str:
 
 def load_engine(settings: Settings) -> LLMEngine:
     llm = settings.llm
-    adapters = {t: llm.task(t).adapter for t in TASK_NAMES if llm.task(t).adapter}
-    merge = len(adapters) == len(TASK_NAMES) and len(set(adapters.values())) == 1 and llm.merge_single_adapter
-    return LLMEngine.load(EngineConfig(base_model=llm.base_model, adapters=adapters, dtype=llm.dtype,  # type: ignore[arg-type]
-                                       device="cpu", max_batch_size=8, max_queue=4096, quantize=llm.quantize,
-                                       seed=EVAL_SEED, merge_adapter=merge))
+    base_adapter, adapters = llm.adapters_for(list(TASK_NAMES))
+    return LLMEngine.load(EngineConfig(base_model=llm.base_model, adapters=adapters, dtype=llm.dtype, device="cpu",
+                                       max_batch_size=8, max_queue=4096, quantize=llm.quantize, seed=EVAL_SEED,
+                                       base_adapter=base_adapter))
 
 
 async def _run_all(engine: LLMEngine, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:
@@ -176,7 +175,7 @@ def scenario_recall(quick: bool) -> tuple[float, list[list[object]], str]:
             for text in (scenario["first"], scenario["second"]):
                 for _ in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
                     pass
-            second, first = stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=2), metadata=metadata).turns
+            first, second = stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=2), metadata=metadata).turns  # newest last
             fact = first.memory_written
             passed = bool(fact) and second.final_input.startswith(fact) and scenario["value"] in second.reply
             rows.append([scenario["first"], fact or "-", scenario["second"], second.final_input, second.reply, passed])
@@ -193,6 +192,8 @@ def mini_quality(quick: bool) -> SuiteResult:
     passed = sum(bool(r[-1]) for r in scenario_rows)
     result.notes.append(f"two-turn scenarios through `ohlora up`'s stack: {passed}/{len(scenario_rows)} recalled and used; "
                         + "; ".join(f"{r[0]} -> {r[1]} | {r[2]} -> {r[4]}" for r in scenario_rows[:6]))
+    result.details["scenarios"] = [dict(zip(("first", "fact", "second", "final_input", "reply", "passed"), r))
+                                   for r in scenario_rows]
     return result
 
 

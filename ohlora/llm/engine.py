@@ -62,9 +62,9 @@ class EngineConfig:
     # False: a batch holds one adapter's requests only (the others wait for the next batch).
     mixed_adapter_batches: bool = True
     quantize: str | None = None  # "int8": weight-only int8 linear layers (ohlora.llm.quantize)
-    # Every request of this engine uses the one adapter named in `adapters` (all hosted tasks share it): it is
-    # merged into the base weights at load, so a token costs what the bare base costs (ohlora.llm.host decides).
-    merge_adapter: bool = False
+    # Merged into the base weights at load, before `adapters` attach: every request runs on it, and a token costs
+    # what the bare base costs (LLMSettings.adapters_for decides what is merged).
+    base_adapter: str | None = None
 
 
 @dataclass
@@ -243,6 +243,14 @@ class LLMEngine:
         model = AutoModelForCausalLM.from_pretrained(
             config.base_model, dtype=dtype, trust_remote_code=config.trust_remote_code
         )
+        if config.base_adapter:
+            from peft import PeftModel
+
+            # Unmerged, every LoRA layer adds two small matmuls (and, over a bf16 base, casts to the adapter's fp32)
+            # to every token; mini-timing before merging: a fine-tuned turn 9.87 s against 8.61 s for the bare base
+            # on prompts five times as long (docs/benchmarks.md).
+            model = PeftModel.from_pretrained(model, config.base_adapter).merge_and_unload()
+            log.info("adapter %s merged into the base weights (every request runs on it)", config.base_adapter)
         by_path: dict[str, str] = {}
         aliases = {name: by_path.setdefault(path, name) for name, path in config.adapters.items()}
         names = list(by_path.values())
@@ -253,13 +261,6 @@ class LLMEngine:
             model = PeftModel.from_pretrained(model, config.adapters[first], adapter_name=first)
             for name in names[1:]:
                 model.load_adapter(config.adapters[name], adapter_name=name)
-        if config.merge_adapter and len(names) == 1:
-            # Unmerged, every LoRA layer adds two small matmuls (and, over a bf16 base, casts to the adapter's fp32)
-            # to every token; mini-timing before merging: a fine-tuned turn 9.87 s against 8.61 s for the bare base
-            # on prompts five times as long (docs/benchmarks.md).
-            model = model.merge_and_unload()
-            log.info("adapter %s merged into the base weights (every request uses it)", names[0])
-            aliases, names = {name: None for name in aliases}, []  # type: ignore[misc]
         quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()

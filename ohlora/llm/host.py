@@ -69,12 +69,10 @@ class LLMHost:
 
     def engine_config(self) -> EngineConfig:
         llm = self.settings.llm
-        adapters = {t: llm.task(t).adapter for t in self.tasks if llm.task(t).adapter}
-        # One adapter for every hosted task (mini's persona adapter): merged into the base, no per-token LoRA cost.
-        single = len(adapters) == len(self.tasks) and len(set(adapters.values())) == 1
+        base_adapter, adapters = llm.adapters_for(self.tasks)
         return EngineConfig(
             base_model=llm.base_model,
-            adapters=adapters,  # type: ignore[arg-type]
+            adapters=adapters,
             dtype=llm.dtype,
             device=llm.device,
             max_batch_size=llm.max_batch_size,
@@ -84,7 +82,7 @@ class LLMHost:
             quantize=llm.quantize,
             trust_remote_code=llm.trust_remote_code,
             seed=llm.seed,
-            merge_adapter=single and llm.merge_single_adapter,
+            base_adapter=base_adapter,
         )
 
     async def load(self) -> None:

@@ -37,12 +37,12 @@ def preset_config(name: str, models: Path | None = None) -> Path:
     """The config file of a preset, preparing the preset first if it is not ready yet."""
     models = models or default_models_dir()
     if name in ("mini", "mini-few-shot"):
-        from ohlora.presets.mini import ADAPTER_DIR, PresetMissing, prepare_mini
+        from ohlora.presets.mini import SHIPPED_ADAPTERS, PresetMissing, adapters_shipped, prepare_mini
 
         preset = prepare_mini(models / "mini")
-        if name == "mini" and not (ADAPTER_DIR / "adapter_model.safetensors").is_file():
-            raise PresetMissing(f"the mini preset's persona adapter is missing from {ADAPTER_DIR}: reinstall "
-                                "ohlora-services (or use --preset mini-few-shot)")
+        if name == "mini" and not adapters_shipped():
+            raise PresetMissing(f"the mini preset's adapters are missing from {', '.join(map(str, SHIPPED_ADAPTERS))}: "
+                                "reinstall ohlora-services (or use --preset mini-few-shot)")
         return preset.config if name == "mini" else preset.few_shot_config
     if name == "tiny":
         return tiny_config(models / "tiny")

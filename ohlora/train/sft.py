@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ohlora.errors import ConfigError
+from ohlora.llm.final_input import split_final_input
 from ohlora.llm.task import Dialect
 from ohlora.train.dataset import PersonaRow, answer_text, load_checked, sha256_file, task_spec
 
@@ -53,6 +54,13 @@ class TrainConfig:
     dtype: str = "auto"
     device: str = "auto"
     init_adapter: str | None = None  # continue from an existing adapter (e.g. the original's)
+    # Merged into the base before the new LoRA is added: the new adapter is a delta trained on top of an already
+    # fine-tuned persona (mini's memory adapter over its persona adapter); serve it with the same `llm.base_adapter`.
+    base_adapter: str | None = None
+    # Examples about a fact are trained this many times an epoch: a memory answer that states one, and a reply to an
+    # input that carries a recalled one ("[key: value] ..."). A small model learns the commoner case first: mini's
+    # persona adapter wrote a fact for 3 of 16 turns that state one, and rarely used a recalled value in its reply.
+    fact_repeat: int = 1
     resume: bool = False
     trust_remote_code: bool = False
 
@@ -63,8 +71,12 @@ class Example:
     labels: list[int]
 
 
-def build_examples(tokenizer: Any, rows: list[PersonaRow], tasks: list[str], dialect: Dialect) -> list[Example]:
-    """Prompt ids as served, then the answer's ids (and the end-of-turn / end-of-text token)."""
+def build_examples(tokenizer: Any, rows: list[PersonaRow], tasks: list[str], dialect: Dialect,
+                   fact_repeat: int = 1) -> list[Example]:
+    """Prompt ids as served, then the answer's ids (and the end-of-turn / end-of-text token).
+
+    An example about a fact appears `fact_repeat` times (TrainConfig.fact_repeat).
+    """
     from ohlora.llm.engine import encode_prompt
 
     examples = []
@@ -75,8 +87,16 @@ def build_examples(tokenizer: Any, rows: list[PersonaRow], tasks: list[str], dia
             prompt_ids = encode_prompt(tokenizer, prompt)
             answer = answer_text(task, row.answer(task), dialect)
             answer_ids = tokenizer.encode(answer, add_special_tokens=False) + [end_token_id(tokenizer, dialect)]
-            examples.append(Example(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids))
+            copies = fact_repeat if about_a_fact(row, task) else 1
+            examples += [Example(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids)] * copies
     return examples
+
+
+def about_a_fact(row: PersonaRow, task: str) -> bool:
+    """A memory answer that states a fact, or a reply whose input carries a recalled one (it should use it)."""
+    if task == "memory":
+        return bool(row.memory)
+    return task == "message" and bool(split_final_input(row.input_data).memory)
 
 
 def end_token_id(tokenizer: Any, dialect: Dialect) -> int:
@@ -84,7 +104,7 @@ def end_token_id(tokenizer: Any, dialect: Dialect) -> int:
     if dialect.chat_template:
         for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
             token_id = tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id is not None:
+            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
                 return token_id
     if tokenizer.eos_token_id is None:
         raise ConfigError("the base's tokenizer has no end-of-text token to end an answer with")
@@ -158,6 +178,8 @@ def load_model(config: TrainConfig, device: torch.device, dtype: torch.dtype) ->
         raise ConfigError(f"the base model {config.base!r} does not load: {type(exc).__name__}: {exc}") from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if config.base_adapter:
+        model = merged_base_adapter(model, config.base_adapter, config.base)
     if config.init_adapter:
         try:
             model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
@@ -176,6 +198,22 @@ def load_model(config: TrainConfig, device: torch.device, dtype: torch.dtype) ->
             raise ConfigError(f"LoRA does not fit this base: {exc}") from exc
     model.to(device)
     return model, tokenizer
+
+
+def merged_base_adapter(model: Any, adapter: str, base: str) -> Any:
+    """`model` with `adapter` merged into its weights, as the engine merges `llm.base_adapter` at load."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"the base adapter {adapter!r} does not load on {base!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def adapter_sha256(adapter: str) -> str:
+    """sha256 of a local adapter's weights; "unknown" for a hub id (the report names it)."""
+    weights = Path(adapter) / "adapter_model.safetensors"
+    return sha256_file(weights) if weights.is_file() else "unknown"
 
 
 def answer_trainer() -> type:
@@ -202,6 +240,8 @@ def command_line(config: TrainConfig) -> str:
              "--device", config.device]
     args += [a for module in config.target_modules or [] for a in ("--target", module)]
     args += ["--init-adapter", config.init_adapter] if config.init_adapter else []
+    args += ["--base-adapter", config.base_adapter] if config.base_adapter else []
+    args += ["--fact-repeat", str(config.fact_repeat)] if config.fact_repeat != 1 else []
     return "ohlora train " + shlex.join(args)
 
 
@@ -227,7 +267,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     choice = choose_dtype(config.dtype, device)
     model, tokenizer = load_model(config, device, choice.dtype)
     train_set = ExampleDataset(build_examples(tokenizer, [r for r in rows if r.data_type == "train"], config.tasks,
-                                              config.dialect))
+                                              config.dialect, config.fact_repeat))
     valid_set = ExampleDataset(build_examples(tokenizer, [r for r in rows if r.data_type == "valid"], config.tasks,
                                               config.dialect))
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
@@ -280,6 +320,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                    for k, v in asdict(config).items()},
         "base": config.base,
         "base_sha256": base_sha256(config.base),
+        "base_adapter_sha256": adapter_sha256(config.base_adapter) if config.base_adapter else None,
         "data": config.data.name,
         "data_sha256": sha256_file(config.data),
         "adapter_sha256": sha256_file(adapter_file),
