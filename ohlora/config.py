@@ -116,6 +116,11 @@ class EmbedderSettings(BaseModel):
     threshold: float = 0.95
     device: str = "auto"
     max_texts: int = 256
+    # "onnx": on a CPU the model's transformer runs in ONNX Runtime (exported once, cached in <model>/onnx/);
+    # tokenizer, prompts and pooling stay sentence-transformers'. Same vectors as "torch" within 1e-4, and
+    # about twice as fast for one short query (e5-small on 2 cores: 12.5 ms vs 24.5 ms; docs/benchmarks.md,
+    # recall). Needs onnxruntime (the mini extra). On a GPU torch runs either way.
+    backend: Literal["torch", "onnx"] = "torch"
 
 
 class FaceSettings(BaseModel):

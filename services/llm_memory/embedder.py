@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,10 +14,16 @@ import torch
 from ohlora.config import EmbedderSettings
 from ohlora.runtime.device import resolve_device
 
+if TYPE_CHECKING:
+    from services.llm_memory.onnx_backend import OnnxEncoder
+
+log = logging.getLogger(__name__)
+
 
 class Embedder:
-    def __init__(self, model: object, embedder_id: str, threshold: float) -> None:
+    def __init__(self, model: object, embedder_id: str, threshold: float, onnx: OnnxEncoder | None = None) -> None:
         self.model = model
+        self.onnx = onnx  # the onnx backend: the model's transformer runs in ONNX Runtime (onnx_backend)
         self.embedder_id = embedder_id
         self.threshold = threshold
         self.dimension = int(model.get_embedding_dimension())  # type: ignore[attr-defined]
@@ -33,10 +41,17 @@ class Embedder:
 
         device = resolve_device(settings.device)
         model = SentenceTransformer(settings.model, device=str(device))
-        return cls(model, Path(settings.model.rstrip("/")).name, settings.threshold)
+        onnx = None
+        if settings.backend == "onnx" and device.type == "cpu":
+            onnx = load_onnx(model, settings.model)
+        elif settings.backend == "onnx":
+            log.info("embedder backend onnx is for the CPU; torch runs", extra={"fields": {"device": str(device)}})
+        return cls(model, Path(settings.model.rstrip("/")).name, settings.threshold, onnx)
 
     def encode(self, texts: list[str], kind: str = "") -> np.ndarray:
         """L2-normalised float32 vectors; `kind` picks the model's query/passage prompt if it has one."""
+        if self.onnx is not None:
+            return self.onnx.encode(texts, kind)
         prompts = getattr(self.model, "prompts", None) or {}
         with torch.inference_mode():
             vectors = self.model.encode(  # type: ignore[attr-defined]
@@ -47,3 +62,15 @@ class Embedder:
                 convert_to_numpy=True,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def load_onnx(model: object, model_path: str) -> OnnxEncoder:
+    """The model's ONNX Runtime encoder (exported once and cached; onnx_backend), on as many threads as torch has
+    in this process (llm.torch_threads, else one per core)."""
+    from ohlora.runtime.cpu_memory import release_freed_memory
+    from services.llm_memory.onnx_backend import OnnxEncoder
+
+    encoder = OnnxEncoder.load(model, model_path, torch.get_num_threads())
+    release_freed_memory()  # the graph's load-time copies, and the torch weights it replaces
+    log.info("embedder backend onnx", extra={"fields": {"model": model_path, "threads": torch.get_num_threads()}})
+    return encoder
