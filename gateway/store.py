@@ -75,17 +75,27 @@ for _, old in ipairs(same_key) do table.insert(out, old) end
 return out
 """
 
-# Every memory's id and text, as two JSON arrays: what recall needs of the records. Decoding the records
-# here and sending two strings back costs a fraction of sending 1,000 records and parsing each in Python
-# (about 3 ms against 15 ms a turn for 1,000 memories; `ohlora bench recall`).
+# The ids of every memory of a user, as one JSON array: recall takes the texts of the ids it has seen from
+# this process's memo (TextMemo), so it no longer has Redis decode every record on every turn.
+MEMORY_IDS = """
+local ids = redis.call('HKEYS', KEYS[1])
+if #ids == 0 then return '[]' end
+return cjson.encode(ids)
+"""
+
+# The id and text of each memory in ARGV that still exists, as two JSON arrays. Decoding the records here and
+# sending two strings back costs a fraction of sending the records and parsing each in Python (about 3 ms
+# against 15 ms for 1,000 memories; `ohlora bench recall`).
 MEMORY_TEXTS = """
-local all = redis.call('HGETALL', KEYS[1])
-if #all == 0 then return {'[]', '[]'} end
 local ids, texts = {}, {}
-for i = 1, #all, 2 do
-  ids[#ids + 1] = all[i]
-  texts[#texts + 1] = cjson.decode(all[i + 1])['text']
+for _, id in ipairs(ARGV) do
+  local record = redis.call('HGET', KEYS[1], id)
+  if record then
+    ids[#ids + 1] = id
+    texts[#texts + 1] = cjson.decode(record)['text']
+  end
 end
+if #ids == 0 then return {'[]', '[]'} end
 return {cjson.encode(ids), cjson.encode(texts)}
 """
 
@@ -143,21 +153,59 @@ class VectorMemo:
 VECTOR_MEMO_BYTES = 64 << 20
 
 
+class TextMemo:
+    """Memory texts this process has already read from Redis, by (user, memory id), least recently used out first.
+
+    Like VectorMemo it needs no invalidation: a memory id is new for every stored text, so an entry can go
+    unused (its memory was forgotten) but never stale. With it, recall asks Redis only for the ids of a user's
+    memories and the texts of ids it has not seen. For 1,000 memories, Redis decoding every record and the
+    gateway parsing every text took about 5 ms a turn. That work ran beside the query's embedding on the
+    same CPU and slowed it (docs/benchmarks.md, recall).
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        text = self._entries.get(key)
+        if text is not None:
+            self._entries.move_to_end(key)
+        return text
+
+    def put(self, key: tuple[str, str], text: str) -> None:
+        if self.max_entries <= 0:
+            return
+        self._entries[key] = text
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# Texts kept in the memo: as many memories as the vector memo holds (about 20 MB of Python strings).
+TEXT_MEMO_ENTRIES = 50_000
+
+
 class RedisStore:
     def __init__(self, client: aioredis.Redis, keys: Keys, turn_log_length: int = 1000,
-                 vector_memo_bytes: int = VECTOR_MEMO_BYTES) -> None:
+                 vector_memo_bytes: int = VECTOR_MEMO_BYTES, text_memo_entries: int = TEXT_MEMO_ENTRIES) -> None:
         self.redis = client
         self.keys = keys
         self.turn_log_length = turn_log_length
         self.vector_memo = VectorMemo(vector_memo_bytes)
+        self.text_memo = TextMemo(text_memo_entries)
         self._add = client.register_script(ADD_MEMORY)
+        self._memory_ids = client.register_script(MEMORY_IDS)
         self._memory_texts = client.register_script(MEMORY_TEXTS)
         self._release = client.register_script(RELEASE_LOCK)
         self._renew = client.register_script(RENEW_LOCK)
 
     @classmethod
     def connect(cls, url: str, prefix: str = "ohlora", turn_log_length: int = 1000,
-                vector_memo_bytes: int = VECTOR_MEMO_BYTES) -> "RedisStore":
+                vector_memo_bytes: int = VECTOR_MEMO_BYTES, text_memo_entries: int = TEXT_MEMO_ENTRIES) -> "RedisStore":
         # A restarting Redis (AOF reload) is ridden through: each command retries on a dropped or refused
         # connection for about 5.5 s (0.1 + 0.2 + 0.4 + 0.8 + 4 x 1 s), reconnecting by itself; a longer outage
         # reaches the caller as UNAVAILABLE (ohlora.errors.status_for).
@@ -166,7 +214,7 @@ class RedisStore:
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=REDIS_RETRIES),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
-        return cls(client, Keys(prefix), turn_log_length, vector_memo_bytes)
+        return cls(client, Keys(prefix), turn_log_length, vector_memo_bytes, text_memo_entries)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -185,9 +233,19 @@ class RedisStore:
         return sorted(records, key=lambda r: (r.created, r.id))
 
     async def memory_texts(self, uid: str) -> dict[str, str]:
-        """Memory id -> text, in no particular order: all that recall reads of the records (MEMORY_TEXTS)."""
-        ids, texts = await self._memory_texts(keys=[self.keys.memories(uid)])
-        return dict(zip(json.loads(ids), json.loads(texts), strict=True))
+        """Memory id -> text, in no particular order: all that recall reads of the records.
+
+        The ids come from Redis (MEMORY_IDS); each text from this process's memo (TextMemo), else from Redis
+        (MEMORY_TEXTS), then remembered. An id forgotten between the two reads is left out.
+        """
+        key = self.keys.memories(uid)
+        texts = {i: self.text_memo.get((uid, i)) for i in json.loads(await self._memory_ids(keys=[key]))}
+        if missing := [i for i, t in texts.items() if t is None]:
+            ids, found = await self._memory_texts(keys=[key], args=missing)
+            for i, text in zip(json.loads(ids), json.loads(found), strict=True):
+                texts[i] = text
+                self.text_memo.put((uid, i), text)
+        return {i: t for i, t in texts.items() if t is not None}
 
     async def add_memory(
         self,

@@ -256,7 +256,7 @@ class TurnRunner:
             new = {i: np.array(e.values, dtype=np.float32) for i, e in zip(batch, embedded.embeddings)}
             await self.store.save_vectors(uid, embedder, new)
             fresh.update(new)
-        return np.stack([v if v is not None else fresh[i] for i, v in zip(ids, cached)])
+        return np.array([v if v is not None else fresh[i] for i, v in zip(ids, cached)])  # np.stack: twice as long
 
     async def _extract(self, final_input: str) -> Fact | None:
         response = await self.down.memory.Extract(

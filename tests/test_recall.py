@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway.downstream import Downstream
-from gateway.store import RedisStore, VectorMemo, squash
+from gateway.store import RedisStore, TextMemo, VectorMemo, squash
 from gateway.turn import TurnRunner, best_memory
 from ohlora.bench.recall import TURNS, measure_recall, memory_facts
 from ohlora.config import GatewaySettings
@@ -57,6 +57,35 @@ def test_vector_memo_keeps_the_recently_used_within_its_bytes():
     VectorMemo(max_bytes=0).put(("u", "e", "a"), np.zeros(4, dtype=np.float32))  # off: keeps nothing, no error
 
 
+def test_text_memo_keeps_the_most_recently_used_entries():
+    memo = TextMemo(max_entries=3)
+    for name in "abc":
+        memo.put(("u", name), f"[{name}: 1]")
+    assert memo.get(("u", "a")) == "[a: 1]"  # "a" is now the most recently used
+    memo.put(("u", "d"), "[d: 1]")
+    assert memo.get(("u", "b")) is None and len(memo) == 3
+    TextMemo(max_entries=0).put(("u", "a"), "[a: 1]")  # off: keeps nothing, no error
+
+
+async def test_memory_texts_follow_redis_through_the_memo(store, redis_server):
+    """Texts come from the memo once read, but which memories exist is Redis's word: one forgotten is gone, one
+    added by another gateway appears."""
+    facts = memory_facts(20)
+    ids = [(await store.add_memory("u", f, "added"))[0].id for f in facts]
+    assert await store.memory_texts("u") == dict(zip(ids, (f.text for f in facts)))
+    assert len(store.text_memo) == 20
+    other = RedisStore.connect(redis_server.url, prefix=store.keys.prefix, text_memo_entries=0)
+    try:
+        assert await other.forget("u", ids[0])
+        extra = Fact("새 기억", "값", "[새 기억: 값]")
+        added, _ = await other.add_memory("u", extra, "added")
+        expected = {**dict(zip(ids[1:], (f.text for f in facts[1:]))), added.id: extra.text}
+        assert await store.memory_texts("u") == expected == await other.memory_texts("u")
+        assert len(other.text_memo) == 0
+    finally:
+        await other.close()
+
+
 async def test_memory_texts_and_vectors_for_read_what_was_stored(store, redis_server):
     odd = ['[따옴표 "와" 역슬래시\\: 값/경로]', "[이모지 😊: ✨ 🌹]", "[탭\t문자: 줄]"]
     added = {}
@@ -66,6 +95,7 @@ async def test_memory_texts_and_vectors_for_read_what_was_stored(store, redis_se
                                            vector=np.full(4, i, dtype=np.float32) if i % 2 else None, embedder="e")
         added[record.id] = text
     assert await store.memory_texts("u") == added
+    assert await store.memory_texts("u") == added  # the second time from the memo
     assert await store.memory_texts("nobody") == {}
 
     ids = list(added)

@@ -198,7 +198,7 @@ def _warn_fails(message: str) -> None:
 async def _run(redis_url: str, memory_address: str, max_texts: int, memories: int, rounds: int) -> RecallRun:
     settings = GatewaySettings(redis_url=redis_url, memory_address=memory_address)
     store = RedisStore.connect(redis_url, prefix="bench")
-    fresh_replica = RedisStore.connect(redis_url, prefix="bench", vector_memo_bytes=0)
+    fresh_replica = RedisStore.connect(redis_url, prefix="bench", vector_memo_bytes=0, text_memo_entries=0)
     down = Downstream(settings)
     try:
         await store.check_schema()
@@ -245,16 +245,16 @@ def measure_recall(config: Path, memories: int = MEMORIES, rounds: int = 100) ->
     service = ServiceProcessHandle(["serve", "llm_memory", "--config", str(config)], free_port(), root / "memory.log")
     try:
         service.wait_serving(timeout=600)  # its error carries the service's log
-        max_texts = load_settings(config).embedder.max_texts
-        run = asyncio.run(_run(server.url, service.address, max_texts, memories, rounds))
+        embedder = load_settings(config).embedder
+        run = asyncio.run(_run(server.url, service.address, embedder.max_texts, memories, rounds))
     finally:
         service.terminate()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    return _result(run, memories)
+    return _result(run, memories, embedder.backend)
 
 
-def _result(run: RecallRun, memories: int) -> SuiteResult:
+def _result(run: RecallRun, memories: int, backend: str) -> SuiteResult:
     cached, original = percentile(run.memo.ms, 0.5), percentile(run.original.ms, 0.5)
     recalled = sum(1 for c in run.memo.chosen if c)
     blank = ["-", "-"]
@@ -278,7 +278,7 @@ def _result(run: RecallRun, memories: int) -> SuiteResult:
         },
         notes=[
             f"{memories} Korean memories of one user in a real redis-server; memory service `ohlora serve llm_memory` "
-            f"({run.embedder}, threshold {run.threshold:.2f}); "
+            f"({run.embedder}, threshold {run.threshold:.2f}, embedder backend {backend}); "
             f"{len(TURNS)} Korean turn texts in turn, the ways alternated in each round",
             f"the original's way ran every {ORIGINAL_EVERY}th round ({len(run.original.ms)} times); it chose the "
             f"gateway's memory in {run.agreements} of {len(run.original.ms)}",
