@@ -83,3 +83,17 @@ def test_an_interrupted_export_is_never_used(tiny_embedder: Path, monkeypatch: p
         onnx_backend.ensure_export(str(tiny_embedder), SentenceTransformer(str(tiny_embedder), device="cpu"))
     assert not (tiny_embedder / onnx_backend.ONNX_DIR).exists()
     assert [p.name for p in tiny_embedder.iterdir() if "partial" in p.name] == []
+
+
+def test_a_read_only_model_folder_serves_the_export_its_preparation_wrote(tiny_embedder: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    """As in docker-compose: `ohlora models prepare` exports into the models volume, the services mount it read-only."""
+    load(tiny_embedder, "onnx")  # the preparation, with the folder writable
+    made = (tiny_embedder / onnx_backend.ONNX_DIR / onnx_backend.MODEL_FILE).stat().st_mtime_ns
+    monkeypatch.setenv("OHLORA_MODELS", str(tmp_path / "models"))
+    writable = os.access
+    monkeypatch.setattr(onnx_backend.os, "access", lambda path, mode: writable(path, mode) and Path(path) != tiny_embedder)
+    assert onnx_backend.cache_dir(str(tiny_embedder)).is_relative_to(tmp_path / "models")  # where a new one would go
+    load(tiny_embedder, "onnx").encode(TEXTS)
+    assert (tiny_embedder / onnx_backend.ONNX_DIR / onnx_backend.MODEL_FILE).stat().st_mtime_ns == made
+    assert not (tmp_path / "models").exists(), "nothing exported again elsewhere"

@@ -73,16 +73,21 @@ def _transformer(model: Any) -> Any:
     return first
 
 
-def cache_dir(model_path: str) -> Path:
-    """Where the export of `model_path` lives: `<model>/onnx` for a writable local folder, else under the
-    models folder (a hub id, or a read-only mount)."""
+def cache_dirs(model_path: str) -> list[Path]:
+    """Where an export of `model_path` may live, first choice first: `<model>/onnx` for a local folder, then a
+    folder under the models folder (for a hub id, or a read-only model folder that was not prepared)."""
     local = Path(model_path).expanduser()
-    if local.is_dir() and os.access(local, os.W_OK):
-        return local / ONNX_DIR
     from ohlora.presets import default_models_dir
 
     digest = hashlib.sha256(str(local.resolve() if local.is_dir() else model_path).encode()).hexdigest()[:12]
-    return default_models_dir() / ONNX_DIR / f"{Path(model_path.rstrip('/')).name}-{digest}"
+    fallback = default_models_dir() / ONNX_DIR / f"{Path(model_path.rstrip('/')).name}-{digest}"
+    return [local / ONNX_DIR, fallback] if local.is_dir() else [fallback]
+
+
+def cache_dir(model_path: str) -> Path:
+    """Where a new export of `model_path` is written: the first of cache_dirs whose parent is writable."""
+    dirs = cache_dirs(model_path)
+    return next((d for d in dirs if os.access(d.parent, os.W_OK)), dirs[-1])
 
 
 def source_fingerprint(model_path: str, revision: str | None = None) -> dict[str, Any]:
@@ -102,13 +107,16 @@ def source_fingerprint(model_path: str, revision: str | None = None) -> dict[str
 
 
 def ready_export(model_path: str, revision: str | None = None) -> Path | None:
-    """The .onnx file of a finished export made from the model as it is now, else None."""
-    target = cache_dir(model_path)
-    manifest = target / MANIFEST_FILE
-    if not (manifest.is_file() and (target / MODEL_FILE).is_file()):
-        return None
-    made_from, current = json.loads(manifest.read_text()), source_fingerprint(model_path, revision)
-    return target / MODEL_FILE if {k: made_from.get(k) for k in current} == current else None
+    """The .onnx file of a finished export made from the model as it is now, else None. A read-only model
+    folder (a container's volume) is read where its preparation wrote the export."""
+    current = source_fingerprint(model_path, revision)
+    for folder in cache_dirs(model_path):
+        manifest = folder / MANIFEST_FILE
+        if manifest.is_file() and (folder / MODEL_FILE).is_file():
+            made_from = json.loads(manifest.read_text())
+            if {k: made_from.get(k) for k in current} == current:
+                return folder / MODEL_FILE
+    return None
 
 
 class _TokenEmbeddings(torch.nn.Module):
