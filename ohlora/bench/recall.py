@@ -278,7 +278,7 @@ def _result(run: RecallRun, memories: int, backend: str) -> SuiteResult:
         },
         notes=[
             f"{memories} Korean memories of one user in a real redis-server; memory service `ohlora serve llm_memory` "
-            f"({run.embedder}, threshold {run.threshold:.2f}, embedder backend {backend}); "
+            f"({run.embedder}, threshold {run.threshold:g}, embedder backend {backend}); "
             f"{len(TURNS)} Korean turn texts in turn, the ways alternated in each round",
             f"the original's way ran every {ORIGINAL_EVERY}th round ({len(run.original.ms)} times); it chose the "
             f"gateway's memory in {run.agreements} of {len(run.original.ms)}",

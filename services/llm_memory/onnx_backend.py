@@ -12,9 +12,10 @@ model's own, so a text gets the vector the torch backend gives it within float r
 tests/test_embedder.py). sentence-transformers' own `backend="onnx"` needs optimum-onnx, which pins
 transformers < 4.58 (this project runs transformers 5), so the export is done here with torch's exporter.
 
-The export runs once and is cached next to the model (`<model>/onnx/`), written into a temporary folder that
-is renamed into place when complete, so an interrupted export is redone, never half-used. Its manifest
-records what it was exported from; a model whose weights changed is exported again.
+The export runs once and is cached next to the model (`<model>/onnx/`; under the models folder for a hub id
+or a model folder that cannot be written), written into a temporary folder that is renamed into place when
+complete, so an interrupted export is redone, never half-used. Its manifest records what it was exported
+from; a model whose weights changed is exported again.
 """
 
 from __future__ import annotations
