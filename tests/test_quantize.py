@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ohlora.llm.engine import EngineConfig, LLMEngine
-from ohlora.llm.quantize import Int8Linear, quantize_weights
+from ohlora.llm.quantize import KERNEL_MAX_ROWS, Int8Linear, quantize_weights
 from ohlora.llm.task import GenerationSettings
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=8)
@@ -56,7 +56,7 @@ def test_unknown_quantize_mode_is_refused():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 5, 40])
+@pytest.mark.parametrize("rows", [1, KERNEL_MAX_ROWS // 2, 40])  # x has 2 rows of each: the kernel up to its edge, then the matmul
 def test_int8_linear_matches_the_float_layer_within_quantization_error(dtype, rows):
     """Few rows take torch's int8 kernel, many rows the dequantized matmul: both must match the float layer."""
     torch.manual_seed(0)

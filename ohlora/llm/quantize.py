@@ -9,8 +9,11 @@ gpt-fast use on CPU); nothing here is a hand-written kernel. Why not torchao's
 *slower* than the plain weights (int8_decode_speedup 0.86, docs/benchmarks.md), and with fp32
 activations the kernel takes a slow path (5x slower than fp32 F.linear on one row). So:
 - few rows (decoding): activations go to bf16 for the kernel and back, on any CPU;
-- many rows (prefill, compute-bound): the int8 weight is dequantized into the activations'
-  dtype for one ordinary matmul, so prefill runs at float speed.
+- more rows (batched decoding, prefill): the int8 weight is converted to the activations' dtype
+  for one ordinary matmul and the row scales are applied to its output (not to the weight: one
+  pass over the weight fewer), so prefill runs near float speed.
+The kernel is a matrix-vector product per row: its time grows with the rows, and from about 8 rows
+it is slower than the float matmul on both kinds of CPU (KERNEL_MAX_ROWS below).
 
 Quantize after adapters attach: LoRA layers keep their float A and B and only their base
 layer becomes int8, so adapters (and mixed-adapter batches) work unchanged.
@@ -25,8 +28,10 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-# Rows (tokens in the call) up to which the int8 kernel is used; above it, dequantize + matmul.
-KERNEL_MAX_ROWS = 16
+# Rows (tokens in the call) up to which the int8 kernel is used; above it, convert + matmul.
+# Measured on one 896->4864 layer, 2 cores: the kernel beats the float matmul at 1 and 4 rows and
+# loses from 8 (bf16 AVX512: 0.24/0.37/0.86 ms vs 0.60/0.46/0.47; fp32 AVX2: 0.36/0.61/1.49 vs 0.41/0.78/1.22).
+KERNEL_MAX_ROWS = 4
 
 
 class Int8Linear(torch.nn.Module):
@@ -55,8 +60,8 @@ class Int8Linear(torch.nn.Module):
             out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales).to(x.dtype)
             out = out.reshape(*x.shape[:-1], self.out_features)
             return out if self.bias is None else out + self.bias.to(x.dtype)
-        return F.linear(x, self.qweight.to(x.dtype) * self.float_scales.to(x.dtype)[:, None],
-                        None if self.bias is None else self.bias.to(x.dtype))
+        out = F.linear(x, self.qweight.to(x.dtype)) * self.float_scales.to(x.dtype)
+        return out if self.bias is None else out + self.bias.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
