@@ -28,6 +28,7 @@ from gateway.store import RedisStore, squash
 from ohlora.config import GatewaySettings
 from ohlora.errors import status_for
 from ohlora.llm.final_input import build_final_input
+from ohlora.llm.persona import without_address
 from ohlora.v1 import common_pb2, face_pb2, gateway_pb2, llm_pb2
 from services.llm_memory.task import Fact
 from services.llm_pose.task import NEUTRAL, ExpressionWords, draw_weights
@@ -221,8 +222,8 @@ class TurnRunner:
         """
         if not await self.store.count_memories(uid):
             return ""
-        embedding = asyncio.ensure_future(
-            self.down.memory.Embed(llm_pb2.EmbedRequest(texts=[text], kind="query"), timeout=self.settings.embed_deadline)
+        embedding = asyncio.ensure_future(self.down.memory.Embed(
+            llm_pb2.EmbedRequest(texts=[without_address(text)], kind="query"), timeout=self.settings.embed_deadline))
         )
         try:
             memories = {i: t for i, t in (await self.store.memory_texts(uid)).items() if len(squash(t)) >= 3}

@@ -573,6 +573,44 @@ def train_command(
     typer.echo(f"report: {out / 'training-report.json'}")
 
 
+@app.command("train-recall")
+def train_recall_command(
+    out: Annotated[Path, typer.Option(help="Folder for the adapter and its report.")],
+    embedder: Annotated[Optional[str], typer.Option(help="Sentence-transformers model folder or hub id (else the "
+                                                         "prepared mini preset's multilingual-e5-small).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset CSV (else the project's persona dataset).")] = None,
+    epochs: Annotated[float, typer.Option()] = 4.0,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+    negatives: Annotated[int, typer.Option(help="Unrelated turns paired with each memory per related one.", min=1)] = 4,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (>0; smoke runs).")] = -1,
+    seed: Annotated[int, typer.Option()] = 1234,
+) -> None:
+    """LoRA fine-tuning of the memory-recall embedder on (memory, turn) pairs from a persona dataset (docs/training.md)."""
+    from ohlora.errors import ConfigError
+    from ohlora.train.dataset import PERSONA_CSV
+    from ohlora.train.recall import RecallTrainConfig, train_recall
+
+    if embedder is None:
+        from ohlora.presets import default_models_dir
+        from ohlora.presets.mini import prepare_mini
+
+        embedder = str(prepare_mini(default_models_dir() / "mini").base_embedder)
+    config = RecallTrainConfig(embedder=embedder, out=out, data=data or PERSONA_CSV, epochs=epochs, learning_rate=lr,
+                               batch_size=batch_size, rank=rank, alpha=alpha, negatives=negatives,
+                               max_steps=max_steps, seed=seed)
+    try:
+        report = train_recall(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"adapter: {out}  ({report['adapter_bytes'] / 1e6:.1f} MB, {report['trainable_parameters']:,} parameters)")
+    typer.echo(f"valid loss {report['valid_loss_before']:.4f} -> {report['final_valid_loss']:.4f}; {report['seconds']:.0f} s")
+    typer.echo(f"report: {out / 'training-report.json'}")
+
+
 @app.command()
 def bench(
     suite: Annotated[str, typer.Argument(help="Suite name, e.g. llm-batching, llm-consolidated.")],

@@ -10,7 +10,7 @@ band (about 0.80-0.90), so the threshold decides almost alone whether Oh-LoRA re
 unrelated fact. 0.85 came from an 8-memory probe and missed plain recalls in conversation. This scores the
 calibration set (ohlora/train/data/recall_calibration.json: 40 memories of one user, for each two turns that should
 recall it and two that should recall nothing) exactly as the gateway does: the user's text through the gateway's
-model_text as a "query: ", the memory lines as "passage: ", all 40 stored together, top-1 cosine against each
+model_text without a leading "로라야" as a "query: ", the memory lines as "passage: ", all 40 stored together, top-1 cosine against each
 threshold. The embedder is the prepared preset's (`ohlora models prepare mini`), loaded as the memory service
 loads it (sentence-transformers, its query/passage prompts, L2-normalised; services.llm_memory.embedder).
 The last column is the same turns for a user with one memory stored (a short conversation), where no wrong memory
@@ -33,7 +33,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 CALIBRATION_JSON = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json"
-THRESHOLDS = tuple(round(0.80 + 0.005 * i, 3) for i in range(17))  # 0.80 ... 0.88
 
 
 @dataclass(frozen=True)
@@ -96,32 +95,38 @@ def load_calibration(path: Path = CALIBRATION_JSON) -> Calibration:
 
 
 def embedder_dir(models: Path | None = None) -> Path:
+    """The prepared preset's embedder: multilingual-e5-small with the recall adapter merged."""
     from ohlora.presets import default_models_dir
-    from ohlora.presets.mini import EMBEDDER_DIR
+    from ohlora.presets.mini import MiniPreset
 
-    return (models or default_models_dir() / "mini") / EMBEDDER_DIR
+    return MiniPreset(models or default_models_dir() / "mini").embedder
 
 
-def load_embedder(folder: Path) -> object:
+def load_embedder(folder: Path, adapter: Path | None = None) -> object:
     """The memory service's Embedder on the prepared model (torch backend; the onnx one gives the same vectors
-    within 1e-4, tests/test_mini.py)."""
+    within 1e-4, tests/test_mini.py), with a recall adapter merged in if one is given."""
     from sentence_transformers import SentenceTransformer
 
-    from ohlora.presets.mini import E5_THRESHOLD
+    from ohlora.presets.mini import RECALL_THRESHOLD
+    from ohlora.train.recall import merge_recall_adapter
     from services.llm_memory.embedder import Embedder
 
     model = SentenceTransformer(str(folder), device="cpu")
-    return Embedder(model, folder.name, E5_THRESHOLD)
+    if adapter is not None:
+        model = merge_recall_adapter(model, adapter)
+    return Embedder(model, folder.name, RECALL_THRESHOLD)
 
 
 def score(calibration: Calibration, embedder: object) -> Scores:
-    """Every turn as the gateway embeds it (model_text, kind "query") against every memory (kind "passage")."""
+    """Every turn as the gateway embeds it (model_text without the address, kind "query") against every memory
+    (kind "passage")."""
     from gateway.inputs import model_text
+    from ohlora.llm.persona import without_address
 
     encode = embedder.encode  # type: ignore[attr-defined]
     memories = encode(calibration.memories, "passage")
-    recall = encode([model_text(t) for t in calibration.recall_turns], "query")
-    unrelated = encode([model_text(t) for t in calibration.unrelated_turns], "query")
+    recall = encode([without_address(model_text(t)) for t in calibration.recall_turns], "query")
+    unrelated = encode([without_address(model_text(t)) for t in calibration.unrelated_turns], "query")
     return Scores(calibration.memories, calibration.recall_turns, np.asarray(calibration.recall_targets),
                   recall @ memories.T, calibration.unrelated_turns, unrelated @ memories.T)
 
@@ -171,6 +176,15 @@ def machine() -> dict[str, object]:
             "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__}
 
 
+DEFAULT_THRESHOLDS = "0.40:0.60:0.01"  # where the preset's embedder (e5 + the recall adapter) puts its top-1 cosines
+
+
+def threshold_range(spec: str) -> list[float]:
+    """"start:stop:step" -> the thresholds from start to stop inclusive."""
+    start, stop, step = (float(x) for x in spec.split(":"))
+    return [round(start + step * i, 4) for i in range(int(round((stop - start) / step)) + 1)]
+
+
 def table(rows: list[Rates], single: list[OneMemory], current: float | None = None) -> str:
     """Markdown: all memories stored (the choice), then the one-memory view; `current` is marked."""
     lines = ["| threshold | right recalls | missed | wrong memory | unrelated turns recalling one | bad recalls "
@@ -204,26 +218,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=None, help="the mini preset's folder (default: <models>/mini)")
     parser.add_argument("--data", type=Path, default=CALIBRATION_JSON)
+    parser.add_argument("--embedder", type=Path, default=None, help="an embedder folder (default: the mini preset's)")
+    parser.add_argument("--adapter", type=Path, default=None, help="merge this recall adapter (ohlora train-recall) first")
+    parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help="start:stop:step of the thresholds tried "
+                        "(e5 alone packs its cosines into 0.80-0.90: 0.80:0.88:0.005)")
     parser.add_argument("--misses", type=float, default=None, help="list the turns that go wrong at this threshold")
     parser.add_argument("--json", type=Path, default=None, help="also write the table and the machine here")
     args = parser.parse_args(argv)
 
-    folder = embedder_dir(args.models)
+    folder = args.embedder or embedder_dir(args.models)
     if not folder.is_dir():
         print(f"{folder} is missing: run `ohlora models prepare mini` first", file=sys.stderr)
         return 2
-    scores = score(load_calibration(args.data), load_embedder(folder))
-    rows = [rates(scores, t) for t in THRESHOLDS]
-    single = [one_memory(scores, t) for t in THRESHOLDS]
+    scores = score(load_calibration(args.data), load_embedder(folder, args.adapter))
+    thresholds = threshold_range(args.thresholds)
+    rows = [rates(scores, t) for t in thresholds]
+    single = [one_memory(scores, t) for t in thresholds]
     ranked = int((scores.recall.argmax(1) == scores.recall_targets).sum())
     print(f"{len(scores.memories)} memories, {len(scores.recall_turns)} should-recall turns, "
           f"{len(scores.unrelated_turns)} unrelated turns; the right memory ranks first for {ranked} of "
           f"{len(scores.recall_turns)} (any threshold)")
     print(f"top-1 cosine: should-recall turns {np.percentile(scores.recall.max(1), [10, 50, 90]).round(3)} "
           f"(10/50/90th percentile), unrelated turns {np.percentile(scores.unrelated.max(1), [10, 50, 90]).round(3)}")
-    from ohlora.presets.mini import E5_THRESHOLD
+    from ohlora.presets.mini import RECALL_THRESHOLD
 
-    print(table(rows, single, E5_THRESHOLD))
+    print(table(rows, single, RECALL_THRESHOLD))
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     if args.misses is not None:

@@ -1,5 +1,7 @@
 """Oh-LoRA's persona for the chat dialect (UPSTREAM.md §0), written for this project."""
 
+import re
+
 PERSONA = (
     "너는 '오로라'(Oh-LoRA)야. 2003년 10월 11일에 태어난 22살 여성이고 MBTI는 ENTJ야. "
     "알파고등학교를 나왔고 지금은 샘올대학교 인공지능학과 3학년이야. "
@@ -47,3 +49,13 @@ MEMORY_KEYS: tuple[str, ...] = (
     "목표",
     "롤 티어",
 )
+
+# How users call her at the start of a turn (UPSTREAM.md §1.4: "로라야 " before the prompt).
+_ADDRESS = re.compile(r"^\s*오?로라야[\s,.!?~]*")
+
+
+def without_address(text: str) -> str:
+    """The turn without a leading "로라야": what recall embeds. The address says nothing about what a turn is about,
+    yet it made every "로라야 …" turn recall the one memory that mentions her (docs/models.md)."""
+    rest = _ADDRESS.sub("", text, count=1)
+    return rest or text

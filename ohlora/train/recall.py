@@ -1,0 +1,208 @@
+"""`ohlora train-recall`: a LoRA adapter that teaches the memory-recall embedder which turns a memory is about.
+
+Why: the gateway recalls the stored memory whose cosine with the user's turn is highest, if it reaches a threshold.
+An embedder that was never shown `[key: value]` memories scores them against Korean chat by wording, not by topic:
+multilingual-e5-small puts related and unrelated turns in the same narrow band (median top-1 cosine 0.863 vs 0.852
+on the calibration set, docs/models.md), so no threshold both recalls and stays quiet. The original fine-tuned its
+S-BERT on (memory, turn, score) pairs for the same reason (UPSTREAM.md §3.3); this does it on the persona dataset:
+- a turn carrying a recalled memory (`[key: value] text`) and a turn that states a fact (its `memory` column) pair
+  that memory with the user's text: score 1;
+- the same memory with other turns, whose memory key differs or that hold nothing to remember: score 0. Keys
+  compare as in the original: same key is the same topic, except `상태` (a state), compared by its whole value.
+CosineSimilarityLoss (the original's), on sentence-transformers' trainer, the memory as the model's "passage" and
+the turn as its "query", as the memory service embeds them. The adapter is merged into the embedder's weights for
+serving (`merge_recall_adapter`; the mini preset does it when it prepares), so recall costs nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ohlora.errors import ConfigError
+from ohlora.llm.final_input import split_final_input
+from ohlora.llm.persona import without_address
+from ohlora.train.dataset import PERSONA_CSV, PersonaRow, load_rows, sha256_file
+from ohlora.train.sft import REPORT_FILE, adapter_sha256, base_sha256
+
+# LoRA on every linear layer of the encoder's blocks (BERT names).
+TARGET_MODULES = ["query", "key", "value", "dense"]
+# The key whose value, not its name, says what a memory is about (the original's rule).
+STATE_KEY = "상태"
+
+
+@dataclass
+class RecallTrainConfig:
+    """One run. Defaults are the ones the shipped mini-recall adapter was trained with (docs/training.md)."""
+
+    embedder: str
+    out: Path
+    data: Path = PERSONA_CSV
+    epochs: float = 4.0
+    learning_rate: float = 2e-4
+    batch_size: int = 32
+    rank: int = 8
+    alpha: int = 16
+    negatives: int = 4  # score-0 pairs per score-1 pair ("cosine" loss only)
+    # "ranking": MultipleNegativesRankingLoss on the related pairs (each turn against every memory in its batch);
+    # "cosine": the original's CosineSimilarityLoss on related and unrelated pairs with their scores.
+    loss: str = "ranking"
+    max_steps: int = -1  # > 0: stop after this many steps (CI, smoke runs)
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class RecallPair:
+    memory: str
+    text: str
+    score: float
+
+
+def topic(memory: str) -> str:
+    """What a `[key: value]` memory is about: its key, or for a state its whole memory."""
+    key = memory.strip("[] ").split(":", 1)[0].strip()
+    return memory if key == STATE_KEY else key
+
+
+def recall_pairs(rows: list[PersonaRow], negatives: int, seed: int) -> list[RecallPair]:
+    """Score-1 pairs from the rows, each followed by `negatives` score-0 pairs of its memory with other turns."""
+    related: list[tuple[str, str]] = []
+    turns: list[tuple[str, str]] = []  # (user text, the topic it is about or "")
+    for row in rows:
+        final = split_final_input(row.input_data)
+        text = without_address(final.text)  # as the gateway embeds a turn for recall
+        about = ""
+        if final.memory:
+            related.append((final.memory, text))
+            about = topic(final.memory)
+        if row.memory:
+            related.append((row.memory, text))
+            about = about or topic(row.memory)
+        turns.append((text, about))
+    rng = random.Random(seed)
+    pairs = []
+    for memory, text in related:
+        pairs.append(RecallPair(memory, text, 1.0))
+        others = [t for t, about in turns if about != topic(memory) and t != text]
+        pairs += [RecallPair(memory, other, 0.0) for other in rng.sample(others, min(negatives, len(others)))]
+    return pairs
+
+
+def command_line(config: RecallTrainConfig) -> str:
+    args = ["--embedder", config.embedder, "--out", str(config.out), "--data", str(config.data),
+            "--epochs", str(config.epochs), "--lr", str(config.learning_rate), "--batch-size", str(config.batch_size),
+            "--rank", str(config.rank), "--alpha", str(config.alpha), "--negatives", str(config.negatives),
+            "--max-steps", str(config.max_steps), "--seed", str(config.seed)]
+    return "ohlora train-recall " + shlex.join(args)
+
+
+def _dataset(pairs: list[RecallPair], loss: str) -> Any:
+    from datasets import Dataset
+
+    if loss == "ranking":  # (turn, its memory): the other memories of the batch are the turn's negatives
+        related = [p for p in pairs if p.score == 1.0]
+        return Dataset.from_dict({"text": [p.text for p in related], "memory": [p.memory for p in related]})
+    return Dataset.from_dict({"memory": [p.memory for p in pairs], "text": [p.text for p in pairs],
+                              "label": [p.score for p in pairs]})
+
+
+def train_recall(config: RecallTrainConfig) -> dict[str, Any]:
+    """Builds the pairs, trains the adapter, saves it with a report; returns the report."""
+    from peft import LoraConfig, get_peft_model
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+    from transformers import set_seed
+
+    from ohlora.bench import machine_info
+
+    rows = load_rows(config.data)
+    splits = {split: recall_pairs([r for r in rows if r.data_type == split], config.negatives, config.seed)
+              for split in ("train", "valid")}
+    for split, pairs in splits.items():
+        if not any(p.score == 1.0 for p in pairs):
+            raise ConfigError(f"{config.data}: the {split} split has no turn with a memory (a `[key: value] ...` input "
+                              "or a memory column) to learn recall from")
+    set_seed(config.seed)
+    try:
+        model = SentenceTransformer(config.embedder, device="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"the embedder {config.embedder!r} does not load: {type(exc).__name__}: {exc}") from exc
+    # peft's own wrapper (transformers' add_adapter wants a newer peft than the LLM side pins), so the
+    # transformer saves the adapter alone.
+    model[0].model = get_peft_model(model[0].model, LoraConfig(r=config.rank, lora_alpha=config.alpha,
+                                                               lora_dropout=0.05, target_modules=TARGET_MODULES))
+    prompts = getattr(model, "prompts", None) or {}
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(config.out / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_ratio=0.1,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_steps=10,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=True,
+        report_to="none",
+        # The memory as the service embeds a stored one, the turn as it embeds a query.
+        prompts={"memory": prompts.get("passage", ""), "text": prompts.get("query", "")},
+    )
+    loss = MultipleNegativesRankingLoss(model) if config.loss == "ranking" else CosineSimilarityLoss(model)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_dataset(splits["train"], config.loss),
+                                         eval_dataset=_dataset(splits["valid"], config.loss), loss=loss)
+    before = trainer.evaluate()["eval_loss"]
+    started = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - started
+    history = trainer.state.log_history
+    evals = [h for h in history if "eval_loss" in h]
+    final = evals[-1] if evals and evals[-1].get("step") == trainer.state.global_step else trainer.evaluate()
+    config.out.mkdir(parents=True, exist_ok=True)
+    model[0].model.save_pretrained(str(config.out))
+    adapter_file = config.out / "adapter_model.safetensors"
+    report = {
+        "command": command_line(config),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "embedder": config.embedder,
+        "embedder_sha256": base_sha256(config.embedder),
+        "data": config.data.name,
+        "data_sha256": sha256_file(config.data),
+        "adapter_sha256": adapter_sha256(str(config.out)),
+        "adapter_bytes": adapter_file.stat().st_size,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "train_pairs": len(splits["train"]),
+        "valid_pairs": len(splits["valid"]),
+        "related_pairs": {split: sum(p.score == 1.0 for p in pairs) for split, pairs in splits.items()},
+        "epochs": trainer.state.epoch,
+        "steps": trainer.state.global_step,
+        "seconds": round(elapsed, 1),
+        "valid_loss_before": before,
+        "final_valid_loss": final.get("eval_loss"),
+        "valid_loss_per_epoch": [(h["epoch"], h["eval_loss"]) for h in evals],
+        "final_train_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "machine": {**machine_info(), "dtype": "float32", "device": "cpu"},
+    }
+    (config.out / REPORT_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    return report
+
+
+def merge_recall_adapter(model: Any, adapter: str | Path) -> Any:
+    """`model` (a SentenceTransformer) with the recall adapter merged into its transformer's weights."""
+    from peft import PeftModel
+
+    encoder = model[0]
+    try:
+        encoder.model = PeftModel.from_pretrained(encoder.model, str(adapter)).merge_and_unload()
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"the recall adapter {str(adapter)!r} does not load on the embedder: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    return model
