@@ -224,7 +224,6 @@ class TurnRunner:
             return ""
         embedding = asyncio.ensure_future(self.down.memory.Embed(
             llm_pb2.EmbedRequest(texts=[without_address(text)], kind="query"), timeout=self.settings.embed_deadline))
-        )
         try:
             memories = {i: t for i, t in (await self.store.memory_texts(uid)).items() if len(squash(t)) >= 3}
         except BaseException:
