@@ -584,7 +584,10 @@ def train_recall_command(
     batch_size: Annotated[int, typer.Option()] = 32,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
-    negatives: Annotated[int, typer.Option(help="Unrelated turns paired with each memory per related one.", min=1)] = 4,
+    loss: Annotated[str, typer.Option(help="ranking (each turn against every memory of its batch) or cosine (the "
+                                           "original's: related and unrelated pairs with their scores).")] = "ranking",
+    negatives: Annotated[int, typer.Option(help="With --loss cosine: unrelated turns paired with each memory per "
+                                                "related one.", min=1)] = 4,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (>0; smoke runs).")] = -1,
     seed: Annotated[int, typer.Option()] = 1234,
 ) -> None:
@@ -593,6 +596,9 @@ def train_recall_command(
     from ohlora.train.dataset import PERSONA_CSV
     from ohlora.train.recall import RecallTrainConfig, train_recall
 
+    if loss not in ("ranking", "cosine"):
+        typer.echo(f"error: unknown loss {loss!r}; use ranking or cosine", err=True)
+        raise typer.Exit(2)
     if embedder is None:
         from ohlora.presets import default_models_dir
         from ohlora.presets.mini import prepare_mini
@@ -600,7 +606,7 @@ def train_recall_command(
         embedder = str(prepare_mini(default_models_dir() / "mini").base_embedder)
     config = RecallTrainConfig(embedder=embedder, out=out, data=data or PERSONA_CSV, epochs=epochs, learning_rate=lr,
                                batch_size=batch_size, rank=rank, alpha=alpha, negatives=negatives,
-                               max_steps=max_steps, seed=seed)
+                               loss="cosine" if loss == "cosine" else "ranking", max_steps=max_steps, seed=seed)
     try:
         report = train_recall(config)
     except ConfigError as exc:

@@ -121,3 +121,8 @@ def test_recall_embeds_a_turn_without_its_address():
     assert without_address("로라야!! 심심해") == "심심해"
     assert without_address("로라야") == "로라야"  # nothing else to embed: the turn as it is
     assert without_address("내가 로라야 하고 부르면 대답해 줘") == "내가 로라야 하고 부르면 대답해 줘"
+
+
+def test_an_unknown_loss_is_refused(tmp_path: Path):
+    done = train_recall(tmp_path, "--embedder", str(tmp_path / "nowhere"), "--loss", "fancy")
+    assert done.returncode == 2 and "unknown loss 'fancy'" in done.stderr

@@ -4,14 +4,18 @@ Why: the gateway recalls the stored memory whose cosine with the user's turn is 
 An embedder that was never shown `[key: value]` memories scores them against Korean chat by wording, not by topic:
 multilingual-e5-small puts related and unrelated turns in the same narrow band (median top-1 cosine 0.863 vs 0.852
 on the calibration set, docs/models.md), so no threshold both recalls and stays quiet. The original fine-tuned its
-S-BERT on (memory, turn, score) pairs for the same reason (UPSTREAM.md §3.3); this does it on the persona dataset:
-- a turn carrying a recalled memory (`[key: value] text`) and a turn that states a fact (its `memory` column) pair
-  that memory with the user's text: score 1;
-- the same memory with other turns, whose memory key differs or that hold nothing to remember: score 0. Keys
-  compare as in the original: same key is the same topic, except `상태` (a state), compared by its whole value.
-CosineSimilarityLoss (the original's), on sentence-transformers' trainer, the memory as the model's "passage" and
-the turn as its "query", as the memory service embeds them. The adapter is merged into the embedder's weights for
-serving (`merge_recall_adapter`; the mini preset does it when it prepares), so recall costs nothing more.
+S-BERT on (memory, turn, score) pairs for the same reason (UPSTREAM.md §3.3); this does it on the persona dataset.
+A turn carrying a recalled memory (`[key: value] text`) and a turn that states a fact (its `memory` column) pair
+that memory with the user's text, embedded as the gateway embeds it (without a leading "로라야"), the memory as the
+model's "passage" and the turn as its "query":
+- "ranking" (the default, and the shipped adapter's): MultipleNegativesRankingLoss, each turn against every memory
+  of its batch; the right memory is to rank first;
+- "cosine" (the original's CosineSimilarityLoss): those pairs score 1, and the memory with other turns, whose memory
+  key differs or that hold nothing to remember, scores 0. Keys compare as in the original: same key is the same
+  topic, except `상태` (a state), compared by its whole value. Measured worse (docs/training.md): it pushed every
+  cosine down and left the ranking as it was.
+Sentence-transformers' trainer runs either. The adapter is merged into the embedder's weights for serving
+(`merge_recall_adapter`; the mini preset does it when it prepares), so recall costs nothing more.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ohlora.errors import ConfigError
 from ohlora.llm.final_input import split_final_input
@@ -51,7 +55,7 @@ class RecallTrainConfig:
     negatives: int = 4  # score-0 pairs per score-1 pair ("cosine" loss only)
     # "ranking": MultipleNegativesRankingLoss on the related pairs (each turn against every memory in its batch);
     # "cosine": the original's CosineSimilarityLoss on related and unrelated pairs with their scores.
-    loss: str = "ranking"
+    loss: Literal["ranking", "cosine"] = "ranking"
     max_steps: int = -1  # > 0: stop after this many steps (CI, smoke runs)
     seed: int = 1234
 
@@ -96,7 +100,8 @@ def recall_pairs(rows: list[PersonaRow], negatives: int, seed: int) -> list[Reca
 def command_line(config: RecallTrainConfig) -> str:
     args = ["--embedder", config.embedder, "--out", str(config.out), "--data", str(config.data),
             "--epochs", str(config.epochs), "--lr", str(config.learning_rate), "--batch-size", str(config.batch_size),
-            "--rank", str(config.rank), "--alpha", str(config.alpha), "--negatives", str(config.negatives),
+            "--rank", str(config.rank), "--alpha", str(config.alpha), "--loss", config.loss,
+            "--negatives", str(config.negatives),
             "--max-steps", str(config.max_steps), "--seed", str(config.seed)]
     return "ohlora train-recall " + shlex.join(args)
 
@@ -157,8 +162,9 @@ def train_recall(config: RecallTrainConfig) -> dict[str, Any]:
         prompts={"memory": prompts.get("passage", ""), "text": prompts.get("query", "")},
     )
     loss = MultipleNegativesRankingLoss(model) if config.loss == "ranking" else CosineSimilarityLoss(model)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_dataset(splits["train"], config.loss),
-                                         eval_dataset=_dataset(splits["valid"], config.loss), loss=loss)
+    datasets = {split: _dataset(pairs, config.loss) for split, pairs in splits.items()}
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=datasets["train"],
+                                         eval_dataset=datasets["valid"], loss=loss)
     before = trainer.evaluate()["eval_loss"]
     started = time.perf_counter()
     trainer.train()
@@ -179,8 +185,8 @@ def train_recall(config: RecallTrainConfig) -> dict[str, Any]:
         "adapter_sha256": adapter_sha256(str(config.out)),
         "adapter_bytes": adapter_file.stat().st_size,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "train_pairs": len(splits["train"]),
-        "valid_pairs": len(splits["valid"]),
+        "train_pairs": len(datasets["train"]),
+        "valid_pairs": len(datasets["valid"]),
         "related_pairs": {split: sum(p.score == 1.0 for p in pairs) for split, pairs in splits.items()},
         "epochs": trainer.state.epoch,
         "steps": trainer.state.global_step,
