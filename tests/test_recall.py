@@ -14,6 +14,7 @@ from gateway.store import RedisStore, TextMemo, VectorMemo, squash
 from gateway.turn import TurnRunner, best_memory
 from ohlora.bench.recall import TURNS, measure_recall, memory_facts
 from ohlora.config import GatewaySettings
+from ohlora.llm.persona import without_address
 from ohlora.v1 import llm_pb2
 from services.llm_memory.task import Fact
 
@@ -141,7 +142,7 @@ async def test_recall_chooses_what_the_loop_over_every_record_chooses(store, mem
         chosen = [await runner.recall("u", text, never_warns) for text in TURNS]
         records = [r for r in await store.list_memories("u") if len(squash(r.text)) >= 3]
         for text, got in zip(TURNS, chosen):
-            query = await down.memory.Embed(llm_pb2.EmbedRequest(texts=[text], kind="query"))
+            query = await down.memory.Embed(llm_pb2.EmbedRequest(texts=[without_address(text)], kind="query"))
             cached = await store.vectors("u", query.embedder_id)
             assert set(cached) == {r.id for r in records}  # filled, the too-short memory left out
             q = np.array(query.embeddings[0].values, dtype=np.float32)

@@ -33,6 +33,7 @@ from gateway.turn import TurnRunner, best_memory
 from ohlora.bench import SuiteResult, percentile
 from ohlora.client import ServiceProcessHandle, free_port
 from ohlora.config import GatewaySettings, load_settings
+from ohlora.llm.persona import without_address
 from ohlora.redis_server import RedisServer
 from ohlora.v1 import llm_pb2, llm_pb2_grpc
 from services.llm_memory.task import Fact
@@ -145,12 +146,14 @@ def memory_facts(count: int = MEMORIES, seed: int = 0) -> list[Fact]:
 async def original_recall(store: RedisStore, memory: llm_pb2_grpc.MemoryServiceStub, uid: str, text: str,
                           max_texts: int) -> str:
     """The original's recall: every memory line embedded again together with the text, then the top-1
-    cosine if it reaches the threshold. Same embedder, memory service and scoring as the gateway's, so the
-    difference measured is the re-embedding; `max_texts` is the service's per-call limit."""
+    cosine if it reaches the threshold. Same embedder, memory service, query text (without a leading "로라야") and
+    scoring as the gateway's, so the difference measured is the re-embedding; `max_texts` is the service's
+    per-call limit."""
     memories = [t for t in (await store.memory_texts(uid)).values() if len(squash(t)) >= 3]
     if not memories:
         return ""
-    query = await memory.Embed(llm_pb2.EmbedRequest(texts=[text], kind="query"), timeout=ORIGINAL_DEADLINE_S)
+    query = await memory.Embed(llm_pb2.EmbedRequest(texts=[without_address(text)], kind="query"),
+                               timeout=ORIGINAL_DEADLINE_S)
     rows: list[list[float]] = []
     for start in range(0, len(memories), max_texts):
         batch = memories[start:start + max_texts]
