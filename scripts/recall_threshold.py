@@ -1,18 +1,20 @@
 """Measures the mini preset's memory-recall threshold on the project's calibration set.
 
     python scripts/recall_threshold.py                 # the table in docs/models.md
-    python scripts/recall_threshold.py --misses 0.83   # also every turn that goes wrong at 0.83
+    python scripts/recall_threshold.py --misses 0.5    # also every turn that goes wrong at 0.5
     python scripts/recall_threshold.py --json out.json # the table and the machine, as JSON
+    python scripts/recall_threshold.py --embedder <models>/mini/multilingual-e5-small-st \
+        --adapter my-recall --thresholds 0.3:0.7:0.01  # another embedder, a recall adapter merged first
 
 Why: the gateway puts the stored memory with the highest cosine in front of a turn when that cosine reaches the
-embedder's threshold (gateway.turn.best_memory), and multilingual-e5-small packs every Korean pair into a narrow
-band (about 0.80-0.90), so the threshold decides almost alone whether Oh-LoRA remembers or talks about an
-unrelated fact. 0.85 came from an 8-memory probe and missed plain recalls in conversation. This scores the
-calibration set (ohlora/train/data/recall_calibration.json: 40 memories of one user, for each two turns that should
-recall it and two that should recall nothing) exactly as the gateway does: the user's text through the gateway's
-model_text without a leading "로라야" as a "query: ", the memory lines as "passage: ", all 40 stored together, top-1 cosine against each
-threshold. The embedder is the prepared preset's (`ohlora models prepare mini`), loaded as the memory service
-loads it (sentence-transformers, its query/passage prompts, L2-normalised; services.llm_memory.embedder).
+embedder's threshold (gateway.turn.best_memory), so the threshold decides whether Oh-LoRA remembers or talks about
+an unrelated fact, and each embedder needs its own (e5 alone packed every Korean pair into 0.80-0.90; with the
+recall adapter the top-1 cosines spread over about 0.4-0.7). This scores the calibration set
+(ohlora/train/data/recall_calibration.json: 40 memories of one user, for each two turns that should recall it and
+two that should recall nothing) exactly as the gateway does: the user's text through the gateway's model_text,
+without a leading "로라야", as a "query: ", the memory lines as "passage: ", all 40 stored together, top-1 cosine
+against each threshold. The embedder is the prepared preset's (`ohlora models prepare mini`), loaded as the memory
+service loads it (sentence-transformers, its query/passage prompts, L2-normalised; services.llm_memory.embedder).
 The last column is the same turns for a user with one memory stored (a short conversation), where no wrong memory
 can come up and an unrelated turn meets one memory instead of forty: why a threshold that looks right there floods a
 user with many memories with false recalls.
@@ -33,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 CALIBRATION_JSON = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json"
+DEFAULT_THRESHOLDS = "0.40:0.60:0.01"  # where the preset's embedder (e5 + the recall adapter) puts its top-1 cosines
 
 
 @dataclass(frozen=True)
@@ -174,9 +177,6 @@ def machine() -> dict[str, object]:
 
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
             "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__}
-
-
-DEFAULT_THRESHOLDS = "0.40:0.60:0.01"  # where the preset's embedder (e5 + the recall adapter) puts its top-1 cosines
 
 
 def threshold_range(spec: str) -> list[float]:
