@@ -272,6 +272,9 @@ def call_metadata(user: str, token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def run_chat(address: str, user: str, token: str | None, face: int | None, view: str, face_file: str | None) -> int:
+    # Ctrl+C ends the chat even when this process started with SIGINT ignored (a background job of a
+    # non-interactive shell, nohup): Python keeps an inherited SIG_IGN, and the prompt could not be left.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
     metadata = call_metadata(user, token)
     channel = grpc.insecure_channel(address)

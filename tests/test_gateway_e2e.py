@@ -4,6 +4,7 @@ the test), and the terminal client driven through a pseudo-terminal."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,25 @@ def test_a_person_chats_in_the_terminal(shared_stack):
     assert all(t.status == "ok" for t in log), [(t.status, list(t.errors)) for t in log]
     assert log[0].memory_written == "[상태: 시험 준비]"
     assert log[1].final_input == "[상태: 시험 준비] 로라야 나 떨려", "the fact of turn 1 is recalled in turn 2"
+
+
+def test_ctrl_c_ends_the_chat_even_when_started_with_sigint_ignored(shared_stack):
+    """A chat started as a background job of a script inherits SIGINT ignored; Ctrl+C must still say goodbye."""
+    env = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
+    env.pop("DISPLAY", None)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "ohlora.cli", "chat", "--gateway", shared_stack.main.address, "--user", "carol", "--view", "none"],
+        env=env, encoding="utf-8", timeout=90, dimensions=(40, 120),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        child.expect_exact(PROMPT)
+        child.sendintr()
+        child.expect_exact(FAREWELL, timeout=15)
+        child.expect(pexpect.EOF, timeout=15)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
 
 
 def test_without_a_memory_the_summary_carries_over(shared_stack):
