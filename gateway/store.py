@@ -12,8 +12,9 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
+from typing import Generic, TypeVar
 
 import grpc
 import numpy as np
@@ -112,9 +113,41 @@ return 0
 
 REDIS_RETRIES = 8
 VectorKey = tuple[str, str, str]  # (user, embedder, memory id)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-class VectorMemo:
+class LruMemo(Generic[K, V]):
+    """Values by key within a size budget, least recently used out first; a value larger than the budget is not
+    kept (a budget of 0 turns the memo off). `size` says what a value counts against the budget."""
+
+    def __init__(self, budget: int, size: Callable[[V], int]) -> None:
+        self.budget = budget
+        self.size = size
+        self._used = 0
+        self._entries: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        if self.size(value) > self.budget:
+            return
+        old = self._entries.pop(key, None)
+        self._used += self.size(value) - (self.size(old) if old is not None else 0)
+        self._entries[key] = value
+        while self._used > self.budget:
+            _, dropped = self._entries.popitem(last=False)
+            self._used -= self.size(dropped)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class VectorMemo(LruMemo[VectorKey, np.ndarray]):
     """Memory vectors this process has already read from or written to Redis, least recently used out first.
 
     It needs no invalidation: a memory id is new for every stored text and its vector is written once
@@ -125,35 +158,13 @@ class VectorMemo:
     """
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._bytes = 0
-        self._entries: OrderedDict[VectorKey, np.ndarray] = OrderedDict()
-
-    def get(self, key: VectorKey) -> np.ndarray | None:
-        vector = self._entries.get(key)
-        if vector is not None:
-            self._entries.move_to_end(key)
-        return vector
-
-    def put(self, key: VectorKey, vector: np.ndarray) -> None:
-        if vector.nbytes > self.max_bytes:
-            return
-        old = self._entries.pop(key, None)
-        self._bytes += vector.nbytes - (old.nbytes if old is not None else 0)
-        self._entries[key] = vector
-        while self._bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self._bytes -= dropped.nbytes
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_bytes, lambda vector: vector.nbytes)
 
 
-# Room for the memo of vectors: 64 MiB holds about 43,000 vectors of 384 floats (43 users with 1,000 memories).
 VECTOR_MEMO_BYTES = 64 << 20
 
 
-class TextMemo:
+class TextMemo(LruMemo[tuple[str, str], str]):
     """Memory texts this process has already read from Redis, by (user, memory id), least recently used out first.
 
     Like VectorMemo it needs no invalidation: a memory id is new for every stored text, so an entry can go
@@ -164,25 +175,7 @@ class TextMemo:
     """
 
     def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
-
-    def get(self, key: tuple[str, str]) -> str | None:
-        text = self._entries.get(key)
-        if text is not None:
-            self._entries.move_to_end(key)
-        return text
-
-    def put(self, key: tuple[str, str], text: str) -> None:
-        if self.max_entries <= 0:
-            return
-        self._entries[key] = text
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_entries, lambda _: 1)
 
 
 # Texts kept in the memo: as many memories as the vector memo holds (about 20 MB of Python strings).

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -510,6 +511,20 @@ def demo(
     run_demo(preset_config_or_exit(config, preset, models), text or DEMO_TURNS, echo=typer.echo)
 
 
+def _trained(run: Callable[[Any], dict[str, Any]], config: Any) -> dict[str, Any]:
+    """Runs a training command's `run(config)`: its input errors exit 2 before training; the adapter is named."""
+    from ohlora.errors import ConfigError
+
+    try:
+        report = run(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"adapter: {config.out}  ({report['adapter_bytes'] / 1e6:.1f} MB, "
+               f"{report['trainable_parameters']:,} parameters)")
+    return report
+
+
 @app.command("train")
 def train_command(
     out: Annotated[Path, typer.Option(help="Folder for the adapter, its report and checkpoints.")],
@@ -540,7 +555,6 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Go on from the last checkpoint under --out.")] = False,
 ) -> None:
     """LoRA fine-tuning of Oh-LoRA's tasks on a base model from a persona dataset (docs/training.md)."""
-    from ohlora.errors import ConfigError
     from ohlora.llm.task import Dialect
     from ohlora.train.dataset import PERSONA_CSV
     from ohlora.train.sft import TrainConfig, train
@@ -562,12 +576,7 @@ def train_command(
                          resume=resume)
     if target:
         config.target_modules = list(target)
-    try:
-        report = train(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"adapter: {out}  ({report['adapter_bytes'] / 1e6:.1f} MB, {report['trainable_parameters']:,} parameters)")
+    report = _trained(train, config)
     typer.echo(f"loss: train {report['final_train_loss']}, valid {report['final_valid_loss']}; "
                f"{report['seconds']:.0f} s, {report['tokens_per_second']} tokens/s on {report['machine']['dtype']}")
     typer.echo(f"report: {out / 'training-report.json'}")
@@ -592,7 +601,6 @@ def train_recall_command(
     seed: Annotated[int, typer.Option()] = 1234,
 ) -> None:
     """LoRA fine-tuning of the memory-recall embedder on (memory, turn) pairs from a persona dataset (docs/training.md)."""
-    from ohlora.errors import ConfigError
     from ohlora.train.dataset import PERSONA_CSV
     from ohlora.train.recall import RecallTrainConfig, train_recall
 
@@ -607,12 +615,7 @@ def train_recall_command(
     config = RecallTrainConfig(embedder=embedder, out=out, data=data or PERSONA_CSV, epochs=epochs, learning_rate=lr,
                                batch_size=batch_size, rank=rank, alpha=alpha, negatives=negatives,
                                loss="cosine" if loss == "cosine" else "ranking", max_steps=max_steps, seed=seed)
-    try:
-        report = train_recall(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"adapter: {out}  ({report['adapter_bytes'] / 1e6:.1f} MB, {report['trainable_parameters']:,} parameters)")
+    report = _trained(train_recall, config)
     typer.echo(f"valid loss {report['valid_loss_before']:.4f} -> {report['final_valid_loss']:.4f}; {report['seconds']:.0f} s")
     typer.echo(f"report: {out / 'training-report.json'}")
 

@@ -21,6 +21,7 @@ so an interrupted preparation is redone, never half-used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -216,7 +217,9 @@ def _build_embedder(work: Path) -> None:
     convert_e5(source, tokenizer, work)
 
 
+@functools.cache
 def recall_adapter_sha256() -> str:
+    """The shipped recall adapter's sha256 (read once: the preset's paths and preparation ask for it often)."""
     weights = RECALL_ADAPTER_DIR / "adapter_model.safetensors"
     if not weights.is_file():
         raise PresetMissing(f"the mini preset's recall adapter is missing from {RECALL_ADAPTER_DIR}: reinstall ohlora-services")
