@@ -76,6 +76,9 @@ class LLMSettings(BaseModel):
     base_adapter: str | None = None
     # "int8": weight-only int8 linear layers (torchao; the `int8` extra); None: the weights as loaded.
     quantize: Literal["int8"] | None = None
+    # "korean": Oh-LoRA says only Korean pieces (Hangul, short ASCII, emoji); the output layer computes those rows
+    # alone, which speeds decoding and keeps a multilingual base from slipping into Chinese (ohlora.llm.vocabulary).
+    output_vocabulary: Literal["full", "korean"] = "full"
     trust_remote_code: bool = False
     # Each request samples from its own generator seeded by this, its prompt and adapter, so a run repeats
     # whatever batches requests share (benchmarks compare like with like); None = random.

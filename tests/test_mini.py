@@ -140,6 +140,7 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
 
     tuned, few_shot = load_settings(mini.config), load_settings(mini.few_shot_config)
     assert tuned.llm.dialect is Dialect.TUNED and few_shot.llm.dialect is Dialect.CHAT
+    assert tuned.llm.output_vocabulary == few_shot.llm.output_vocabulary == "korean"
     # The persona merged under every task; the memory task's own adapter over it.
     assert tuned.llm.adapters_for(["message", "memory", "summary", "pose"]) == (
         str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})
@@ -158,3 +159,25 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
     memory = json.loads((MEMORY_ADAPTER_DIR / "training-report.json").read_text())
     assert memory["base_adapter_sha256"] == sha256_file(ADAPTER_DIR / "adapter_model.safetensors")
     assert memory["config"]["tasks"] == ["memory"]
+
+
+def test_the_korean_output_vocabulary_can_say_every_answer_of_the_persona_dataset(mini: MiniPreset):
+    """Every token of every answer the adapters were trained on is kept; Chinese and long English pieces are not."""
+    from transformers import AutoTokenizer
+
+    from ohlora.llm.vocabulary import korean_token_ids
+    from ohlora.train.dataset import PERSONA_CSV, load_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(str(mini.llm))
+    keep = set(korean_token_ids(tokenizer))
+    assert 0.15 < len(keep) / len(tokenizer) < 0.4, len(keep)
+    missing = {}
+    for row in load_rows(PERSONA_CSV):
+        for answer in (row.output_message, row.memory, row.summary, row.eyes_mouth_pose):
+            for token in tokenizer.encode(answer, add_special_tokens=False):
+                if token not in keep:
+                    missing[tokenizer.decode([token])] = answer
+    assert not missing, missing
+    assert tokenizer.eos_token_id in keep and tokenizer.convert_tokens_to_ids("<|im_end|>") in keep
+    for foreign in ("下午", "明天", "こんにちは", " developer", "Привет"):
+        assert not set(tokenizer.encode(foreign, add_special_tokens=False)) <= keep, foreign

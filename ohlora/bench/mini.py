@@ -86,7 +86,7 @@ def load_engine(settings: Settings) -> LLMEngine:
     base_adapter, adapters = llm.adapters_for(list(TASK_NAMES))
     return LLMEngine.load(EngineConfig(base_model=llm.base_model, adapters=adapters, dtype=llm.dtype, device="cpu",
                                        max_batch_size=8, max_queue=4096, quantize=llm.quantize, seed=EVAL_SEED,
-                                       base_adapter=base_adapter))
+                                       base_adapter=base_adapter, output_vocabulary=llm.output_vocabulary))
 
 
 async def _run_all(engine: LLMEngine, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:

@@ -39,6 +39,7 @@ from ohlora.errors import InvalidInput, QueueFull
 from ohlora.llm.multi_lora import StackedLoRA
 from ohlora.llm.quantize import quantize_weights
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
+from ohlora.llm.vocabulary import OutputVocabulary, restrict_output
 from ohlora.runtime import metrics
 from ohlora.runtime.device import choose_dtype, resolve_device
 
@@ -65,6 +66,8 @@ class EngineConfig:
     # Merged into the base weights at load, before `adapters` attach: every request runs on it, and a token costs
     # what the bare base costs (LLMSettings.adapters_for decides what is merged).
     base_adapter: str | None = None
+    # "korean": the output layer computes only the tokens a Korean reply uses (ohlora.llm.vocabulary).
+    output_vocabulary: OutputVocabulary = "full"
 
 
 @dataclass
@@ -261,6 +264,7 @@ class LLMEngine:
             model = PeftModel.from_pretrained(model, config.adapters[first], adapter_name=first)
             for name in names[1:]:
                 model.load_adapter(config.adapters[name], adapter_name=name)
+        restrict_output(model, tokenizer, config.output_vocabulary)  # after the merge: its rows are the merged ones
         quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()

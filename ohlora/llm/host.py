@@ -83,6 +83,7 @@ class LLMHost:
             trust_remote_code=llm.trust_remote_code,
             seed=llm.seed,
             base_adapter=base_adapter,
+            output_vocabulary=llm.output_vocabulary,
         )
 
     async def load(self) -> None:

@@ -111,6 +111,7 @@ class MiniPreset:
             f'base_model = "{self.llm}"\n'
             f'dialect = "{"tuned" if tuned else "chat"}"\n'
             'dtype = "auto"\n'
+            'output_vocabulary = "korean"\n'
             + adapters +
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'

@@ -1,0 +1,153 @@
+"""The output vocabulary: which tokens a Korean companion may say, and an output layer that computes only those.
+
+A multilingual base spends most of its output layer on tokens Oh-LoRA never says: Qwen2.5's 151,936 rows
+are 62 % English and code sub-words and 18 % Chinese and Japanese. Two things follow on the `mini` preset.
+Its small model sometimes slips into Chinese (`[내일 일정: 下午 4시 미용실]`). And the output layer (896 × 151,936, a quarter of the weights read per
+decoded token) costs as much for those rows as for the Korean ones.
+
+`llm.output_vocabulary = "korean"` keeps the tokens a Korean chat needs (Hangul syllables and jamo, short
+ASCII pieces: digits, punctuation, Latin letters in runs of at most four, emoji and symbols, and byte pieces
+of emoji) and the special tokens, and replaces the output layer by one over those rows alone. The other
+tokens' logits are -inf, so nothing downstream (sampling, stopping, streaming) changes shape. The input side
+is untouched: the user may write anything, Oh-LoRA answers in Korean.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+OutputVocabulary = Literal["full", "korean"]
+
+# An ASCII token is kept when its text without surrounding spaces is at most this long: digits, punctuation,
+# "ㅋ"-style tails and short Latin pieces stay, so English words can still be spelt out (BTS, OK, iPhone),
+# while the long English and code sub-words (two thirds of Qwen2.5's vocabulary) go.
+MAX_ASCII_PIECE = 4
+# First bytes of an unfinished UTF-8 character a byte token may end with: symbols (E2: ✨ ☕ ❄ …), CJK
+# punctuation and jamo (E3), Hangul syllables (EA–ED: Qwen2.5 writes most " 가"-style word starts as a space and
+# the syllable's first byte), variation selectors and full-width forms (EF), emoji (F0). Not Chinese (E4–E9).
+OPEN_LEADS = frozenset({0xE2, 0xE3, 0xEA, 0xEB, 0xEC, 0xED, 0xEF, 0xF0})
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, reversed: token characters to the bytes they stand for."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def token_bytes(tokenizer: PreTrainedTokenizerBase) -> list[bytes | None]:
+    """Each token's bytes (None for a token that is not byte-level BPE, e.g. a special token)."""
+    decoder = _byte_decoder()
+    out: list[bytes | None] = []
+    for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))):
+        try:
+            out.append(bytes(decoder[ch] for ch in token) if token is not None else None)
+        except KeyError:
+            out.append(None)
+    return out
+
+
+def korean_char(ch: str) -> bool:
+    """A character Oh-LoRA may write: Hangul, ASCII, Latin-1 signs, symbols and emoji (no other script)."""
+    code = ord(ch)
+    return (
+        code < 0x80
+        or 0xA0 <= code <= 0xBF or code in (0xD7, 0xF7)  # · ° × ÷ and the like
+        or 0xAC00 <= code <= 0xD7A3  # Hangul syllables
+        or 0x3131 <= code <= 0x318E  # Hangul compatibility jamo: ㅋㅋ ㅠㅠ
+        or 0x2000 <= code <= 0x2BFF  # punctuation, arrows, symbols, dingbats: … ♡ ✨ ☕
+        or 0x3000 <= code <= 0x303F  # CJK punctuation: 「 」 〜
+        or 0xFE00 <= code <= 0xFE0F  # variation selectors (emoji presentation)
+        or 0xFF01 <= code <= 0xFF5E  # full-width ASCII: ！ ？ ～
+        or code >= 0x1F000  # emoji
+    )
+
+
+def korean_piece(raw: bytes) -> bool:
+    """True when a token's bytes belong in a Korean reply (see the module docstring)."""
+    start = 0
+    while start < len(raw) and 0x80 <= raw[start] <= 0xBF:  # the end of a character an earlier token began
+        start += 1
+    body = raw[start:]
+    for cut in range(len(body), max(-1, len(body) - 4), -1):  # the longest prefix that decodes
+        try:
+            text = body[:cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        tail = body[cut:]
+        break
+    else:
+        return False
+    if tail and tail[0] not in OPEN_LEADS:
+        return False
+    if not all(korean_char(ch) for ch in text):
+        return False
+    if text.isascii() and text:
+        return len(text.strip()) <= MAX_ASCII_PIECE and "\t" not in text and "  " not in text
+    return True
+
+
+def korean_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids `llm.output_vocabulary = "korean"` keeps: Korean pieces and every special token."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i, raw in enumerate(token_bytes(tokenizer)) if i in special or (raw is not None and korean_piece(raw))]
+
+
+class RestrictedHead(torch.nn.Module):
+    """An output layer over the kept rows: their logits where they belong, -inf for every other token.
+
+    The matmul covers the kept rows only; scattering them into a full-width row costs a copy of the logits,
+    a fraction of a millisecond, and keeps generate(), the samplers and the token ids as they were.
+    """
+
+    def __init__(self, head: torch.nn.Linear, keep: list[int]) -> None:
+        super().__init__()
+        self.vocab_size = head.out_features
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.long, device=head.weight.device), persistent=False)
+        bias = head.bias.detach()[self.keep] if head.bias is not None else None
+        self.proj = torch.nn.Linear(head.in_features, len(keep), bias=bias is not None,
+                                    device=head.weight.device, dtype=head.weight.dtype)
+        with torch.no_grad():
+            self.proj.weight.copy_(head.weight.detach()[self.keep])
+            if bias is not None:
+                self.proj.bias.copy_(bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        kept = self.proj(hidden)
+        full = kept.new_full((*kept.shape[:-1], self.vocab_size), float("-inf"))
+        return full.index_copy_(-1, self.keep, kept)
+
+    def extra_repr(self) -> str:
+        return f"kept={len(self.keep)} of {self.vocab_size}"
+
+
+def restrict_output(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, vocabulary: OutputVocabulary) -> int:
+    """Replaces the model's output layer by one over `vocabulary`; returns how many tokens it keeps."""
+    head = model.get_output_embeddings()
+    if vocabulary == "full":
+        return head.out_features
+    if not isinstance(head, torch.nn.Linear):
+        raise ValueError(f"llm.output_vocabulary = {vocabulary!r} needs a plain linear output layer, not {type(head).__name__}")
+    keep = korean_token_ids(tokenizer)
+    keep = [i for i in keep if i < head.out_features]
+    if not keep:
+        raise ValueError("llm.output_vocabulary = 'korean' kept no token of this tokenizer (not byte-level BPE?)")
+    # Not set_output_embeddings: a tied model would re-tie its embedding to the new layer's smaller weight.
+    owner, name = _owner_of(model, head)
+    setattr(owner, name, RestrictedHead(head, keep))
+    log.info("output layer restricted to %d of %d tokens (%s)", len(keep), head.out_features, vocabulary)
+    return len(keep)
+
+
+def _owner_of(model: torch.nn.Module, target: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    for name, module in model.named_modules():
+        for child_name, child in module.named_children():
+            if child is target:
+                return module, child_name
+    raise ValueError("the output layer is not a submodule of the model")
