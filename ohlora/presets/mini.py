@@ -58,6 +58,10 @@ SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
 # 43 of 80 with 44 bad recalls (a wrong memory, or one for an unrelated turn), where e5 alone at its threshold
 # (0.855) recalled 34 with 53; with one memory stored, 66% right instead of 56% (docs/models.md).
 RECALL_THRESHOLD = 0.5
+# Logit added to "[" at the memory adapter's first answer token (`[llm.tasks.memory] opening_bias`): without it the
+# adapter wrote a fact for 31 of the 40 fact turns of ohlora/train/data/memory_calibration.json and nothing for 39 of
+# its 40 other turns; with 1.5, 36 and 36 (scripts/memory_bias.py; 2.0 gave 39 and 33; docs/training.md).
+MEMORY_OPENING_BIAS = 1.5
 # e5 runs in ONNX Runtime (exported once into <embedder>/onnx): a Korean query encodes in about half the time
 # torch takes, with the same vectors within 1e-4 (services/llm_memory/onnx_backend.py; docs/benchmarks.md, recall).
 EMBEDDER_BACKEND = "onnx"
@@ -103,8 +107,10 @@ class MiniPreset:
 
         # Every task is listed, so none falls back to the default config's adapters (the original's, on the Hub).
         own = {"memory": MEMORY_ADAPTER_DIR} if tuned else {}
+        bias = {"memory": f'opening_bias = {{ "[" = {MEMORY_OPENING_BIAS} }}\n'} if tuned else {}
         adapters = (f'base_adapter = "{ADAPTER_DIR}"\n' if tuned else "") + "".join(
-            f"\n[llm.tasks.{task}]\n" + (f'adapter = "{own[task]}"\n' if task in own else "") for task in TASK_NAMES)
+            f"\n[llm.tasks.{task}]\n" + (f'adapter = "{own[task]}"\n' if task in own else "") + bias.get(task, "")
+            for task in TASK_NAMES)
         return (
             "# The offline `mini` preset (ohlora.presets.mini); regenerate with `ohlora models prepare mini`.\n"
             "[llm]\n"
