@@ -24,6 +24,7 @@ import numpy as np
 
 from gateway.downstream import Downstream
 from gateway.inputs import chat_text, has_terminal_control, model_text, strip_terminal_control
+from gateway.recall import best_memory
 from gateway.store import RedisStore, squash
 from ohlora.config import GatewaySettings
 from ohlora.errors import status_for
@@ -41,20 +42,6 @@ log = logging.getLogger(__name__)
 # recall at all. Pieces this size each finish well within embed_deadline on a CPU (about 0.7 s for
 # multilingual-e5-small on 2 cores), and each is saved as it comes back.
 FILL_BATCH = 64
-
-
-def best_memory(query: np.ndarray, texts: list[str], vectors: np.ndarray, threshold: float) -> str:
-    """The text whose vector (a row of `vectors`, L2-normalised like `query`) has the highest cosine with
-    `query`, if that cosine reaches `threshold`; else ''.
-
-    One matrix product scores every memory (0.04 ms for 1,000 against 1 ms for a loop of dot products).
-    Among equal top scores the greatest text wins, as max() over (score, text) pairs decides.
-    """
-    scores = vectors @ query
-    top = scores.max()
-    if not float(top) >= threshold:
-        return ""
-    return max(texts[n] for n in np.flatnonzero(scores == top))
 
 
 def drop(call: asyncio.Future) -> None:
@@ -212,7 +199,7 @@ class TurnRunner:
         timing("settled", clock.ms())
 
     async def recall(self, uid: str, text: str, warn: Callable[[str], None]) -> str:
-        """The best memory for this text if its cosine reaches the embedder's threshold, else ''.
+        """The best memory for this text if its score reaches the embedder's threshold, else '' (gateway.recall).
 
         Only the text is embedded per turn: memory vectors are cached (in Redis, and in this process's
         memo; gateway.store), and the ones not cached yet are embedded once and saved. The memory texts
@@ -222,8 +209,9 @@ class TurnRunner:
         """
         if not await self.store.count_memories(uid):
             return ""
+        turn = without_address(text)
         embedding = asyncio.ensure_future(self.down.memory.Embed(
-            llm_pb2.EmbedRequest(texts=[without_address(text)], kind="query"), timeout=self.settings.embed_deadline))
+            llm_pb2.EmbedRequest(texts=[turn], kind="query"), timeout=self.settings.embed_deadline))
         try:
             memories = {i: t for i, t in (await self.store.memory_texts(uid)).items() if len(squash(t)) >= 3}
         except BaseException:
@@ -240,7 +228,7 @@ class TurnRunner:
             warn(f"memory recall is unavailable ({describe(exc)}); answering without memories")
             return ""
         q = np.array(query.embeddings[0].values, dtype=np.float32)
-        return best_memory(q, [memories[i] for i in ids], vectors, query.threshold)
+        return best_memory(q, [memories[i] for i in ids], vectors, query.threshold, turn, query.lexical_weight)
 
     async def _memory_vectors(self, uid: str, embedder: str, ids: list[str], memories: dict[str, str]) -> np.ndarray:
         """One row per id: the cached vector, or (the one-time fill) embedded now FILL_BATCH texts a call,

@@ -118,8 +118,11 @@ class LLMSettings(BaseModel):
 
 class EmbedderSettings(BaseModel):
     model: str = "daebakgazua/250502_OhLoRA_LLM_SBERT"
-    # Recall threshold for this embedder's cosines (the original uses 0.95 for its S-BERT).
+    # Recall threshold for this embedder's scores (the original uses 0.95 for its S-BERT's cosines).
     threshold: float = 0.95
+    # A memory's score is its cosine plus this times the share of its words found in the turn (gateway.recall);
+    # 0 is the original's cosine alone. Calibrated with the threshold (scripts/recall_threshold.py).
+    lexical_weight: float = 0.0
     device: str = "auto"
     max_texts: int = 256
     # "onnx": on a CPU the model's transformer runs in ONNX Runtime (exported once, cached in <model>/onnx/);

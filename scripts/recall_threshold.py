@@ -3,16 +3,18 @@
     python scripts/recall_threshold.py                 # the table in docs/models.md
     python scripts/recall_threshold.py --misses 0.5    # also every turn that goes wrong at 0.5
     python scripts/recall_threshold.py --json out.json # the table and the machine, as JSON
+    python scripts/recall_threshold.py --lexical-weight 0   # cosine alone (the original's rule)
     python scripts/recall_threshold.py --embedder <models>/mini/multilingual-e5-small-st \
         --adapter my-recall --thresholds 0.3:0.7:0.01  # another embedder, a recall adapter merged first
 
-Why: the gateway puts the stored memory with the highest cosine in front of a turn when that cosine reaches the
-embedder's threshold (gateway.turn.best_memory), so the threshold decides whether Oh-LoRA remembers or talks about
+Why: the gateway puts the stored memory with the highest score in front of a turn when that score reaches the
+embedder's threshold (gateway.recall.best_memory: the cosine plus `lexical_weight` times the share of the memory's
+words found in the turn), so the threshold decides whether Oh-LoRA remembers or talks about
 an unrelated fact, and each embedder needs its own (e5 alone packed every Korean pair into 0.80-0.90; with the
 recall adapter the top-1 cosines spread over about 0.4-0.7). This scores the calibration set
 (ohlora/train/data/recall_calibration.json: 40 memories of one user, for each two turns that should recall it and
 two that should recall nothing) exactly as the gateway does: the user's text through the gateway's model_text,
-without a leading "로라야", as a "query: ", the memory lines as "passage: ", all 40 stored together, top-1 cosine
+without a leading "로라야", as a "query: ", the memory lines as "passage: ", all 40 stored together, top-1 score
 against each threshold. The embedder is the prepared preset's (`ohlora models prepare mini`), loaded as the memory
 service loads it (sentence-transformers, its query/passage prompts, L2-normalised; services.llm_memory.embedder).
 The last column is the same turns for a user with one memory stored (a short conversation), where no wrong memory
@@ -48,7 +50,8 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Scores:
-    """Cosines of every turn against every stored memory (rows: turns, columns: memories)."""
+    """Recall scores of every turn against every stored memory (rows: turns, columns: memories): the cosine plus
+    the lexical weight times the word overlap, as gateway.recall scores them."""
 
     memories: list[str]
     recall_turns: list[str]
@@ -120,26 +123,30 @@ def load_embedder(folder: Path, adapter: Path | None = None) -> object:
     return Embedder(model, folder.name, RECALL_THRESHOLD)
 
 
-def score(calibration: Calibration, embedder: object) -> Scores:
+def score(calibration: Calibration, embedder: object, lexical_weight: float) -> Scores:
     """Every turn as the gateway embeds it (model_text without the address, kind "query") against every memory
-    (kind "passage")."""
+    (kind "passage"), plus the weighted word overlap of the same text (gateway.recall)."""
     from gateway.inputs import model_text
+    from gateway.recall import word_overlap
     from ohlora.llm.persona import without_address
+
+    def scored(turns: list[str]) -> np.ndarray:
+        texts = [without_address(model_text(t)) for t in turns]
+        cosines = encode(texts, "query") @ memories.T
+        return cosines + lexical_weight * np.array([word_overlap(t, calibration.memories) for t in texts])
 
     encode = embedder.encode  # type: ignore[attr-defined]
     memories = encode(calibration.memories, "passage")
-    recall = encode([without_address(model_text(t)) for t in calibration.recall_turns], "query")
-    unrelated = encode([without_address(model_text(t)) for t in calibration.unrelated_turns], "query")
     return Scores(calibration.memories, calibration.recall_turns, np.asarray(calibration.recall_targets),
-                  recall @ memories.T, calibration.unrelated_turns, unrelated @ memories.T)
+                  scored(calibration.recall_turns), calibration.unrelated_turns, scored(calibration.unrelated_turns))
 
 
-def recalled(cosines: np.ndarray, memories: list[str], threshold: float) -> str:
-    """The gateway's rule on precomputed cosines (gateway.turn.best_memory; ties go to the greatest text)."""
-    top = cosines.max()
+def recalled(scores: np.ndarray, memories: list[str], threshold: float) -> str:
+    """The gateway's rule on precomputed scores (gateway.recall.best_memory; ties go to the greatest text)."""
+    top = scores.max()
     if not float(top) >= threshold:
         return ""
-    return max(memories[n] for n in np.flatnonzero(cosines == top))
+    return max(memories[n] for n in np.flatnonzero(scores == top))
 
 
 def rates(scores: Scores, threshold: float) -> Rates:
@@ -159,7 +166,7 @@ def rates(scores: Scores, threshold: float) -> Rates:
 @dataclass(frozen=True)
 class OneMemory:
     """The same turns for a user with a single stored memory (a short conversation): a should-recall turn recalls
-    when its own memory's cosine reaches the threshold; an unrelated turn, averaged over which one memory is stored."""
+    when its own memory's score reaches the threshold; an unrelated turn, averaged over which one memory is stored."""
 
     threshold: float
     right_share: float
@@ -199,7 +206,7 @@ def table(rows: list[Rates], single: list[OneMemory], current: float | None = No
 
 
 def misses(scores: Scores, threshold: float) -> list[str]:
-    """Every turn that goes wrong at `threshold`, with its top cosine and what it recalled."""
+    """Every turn that goes wrong at `threshold`, with its top score and what it recalled."""
     out = []
     for turn, row, target in zip(scores.recall_turns, scores.recall, scores.recall_targets):
         got = recalled(row, scores.memories, threshold)
@@ -222,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", type=Path, default=None, help="merge this recall adapter (ohlora train-recall) first")
     parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help="start:stop:step of the thresholds tried "
                         "(e5 alone packs its cosines into 0.80-0.90: 0.80:0.88:0.005)")
+    parser.add_argument("--lexical-weight", type=float, default=None,
+                        help="weight of the word overlap added to the cosine (default: the preset's)")
     parser.add_argument("--misses", type=float, default=None, help="list the turns that go wrong at this threshold")
     parser.add_argument("--json", type=Path, default=None, help="also write the table and the machine here")
     args = parser.parse_args(argv)
@@ -230,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         print(f"{folder} is missing: run `ohlora models prepare mini` first", file=sys.stderr)
         return 2
-    scores = score(load_calibration(args.data), load_embedder(folder, args.adapter))
+    from ohlora.presets.mini import RECALL_LEXICAL_WEIGHT, RECALL_THRESHOLD
+
+    weight = RECALL_LEXICAL_WEIGHT if args.lexical_weight is None else args.lexical_weight
+    scores = score(load_calibration(args.data), load_embedder(folder, args.adapter), weight)
     thresholds = threshold_range(args.thresholds)
     rows = [rates(scores, t) for t in thresholds]
     single = [one_memory(scores, t) for t in thresholds]
@@ -238,10 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(scores.memories)} memories, {len(scores.recall_turns)} should-recall turns, "
           f"{len(scores.unrelated_turns)} unrelated turns; the right memory ranks first for {ranked} of "
           f"{len(scores.recall_turns)} (any threshold)")
-    print(f"top-1 cosine: should-recall turns {np.percentile(scores.recall.max(1), [10, 50, 90]).round(3)} "
+    print(f"lexical weight {weight}; top-1 score: should-recall turns {np.percentile(scores.recall.max(1), [10, 50, 90]).round(3)} "
           f"(10/50/90th percentile), unrelated turns {np.percentile(scores.unrelated.max(1), [10, 50, 90]).round(3)}")
-    from ohlora.presets.mini import RECALL_THRESHOLD
-
     print(table(rows, single, RECALL_THRESHOLD))
     info = machine()
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nturns that go wrong at {args.misses}:")
         print("\n".join(misses(scores, args.misses)))
     if args.json is not None:
-        args.json.write_text(json.dumps({"machine": info, "ranked_first": ranked, "rows": [
+        args.json.write_text(json.dumps({"machine": info, "lexical_weight": weight, "ranked_first": ranked, "rows": [
             {**asdict(r), "right_share": r.right_share, "false_share": r.false_share} for r in rows],
             "one_memory": [asdict(one) for one in single]}, indent=1))
     return 0

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from gateway.downstream import Downstream
+from gateway.recall import best_memory
 from gateway.store import RedisStore, TextMemo, VectorMemo, squash
-from gateway.turn import TurnRunner, best_memory
+from gateway.turn import TurnRunner
 from ohlora.bench.recall import TURNS, measure_recall, memory_facts
 from ohlora.config import GatewaySettings
 from ohlora.llm.persona import without_address
@@ -184,3 +185,47 @@ def test_the_recall_bench_reports_both_figures(tiny_config):
     assert [row[1] for row in result.rows] == [6, 6, 2, 6, 1]
     # The tiny tokenizer maps many memories to one token sequence: exact ties, so agreement is only reported.
     assert any("chose the gateway's memory in" in note for note in result.notes), result.notes
+
+
+def test_word_overlap_counts_the_memorys_words_found_in_the_turn_particles_and_endings_aside():
+    from gateway.recall import memory_words, word_overlap
+
+    assert memory_words("[좋아하는 가수: 아이유]") == ["좋아하는", "가수", "아이유"]
+    assert memory_words("[가족: 여동생 지우]") == ["가족", "여동생", "지우"]
+    shares = word_overlap("여동생이랑 주말에 뭐 하지", ["[가족: 여동생 지우]", "[좋아하는 가수: 아이유]", "[x: y]"])
+    assert shares.tolist() == pytest.approx([1 / 3, 0.0, 0.0])
+    # A stem: the word without its last syllable ("좋아하는" -> "좋아하" in "좋아하던").
+    assert word_overlap("내가 좋아하던 가수 노래", ["[좋아하는 가수: 아이유]"]).tolist() == pytest.approx([2 / 3])
+
+
+def test_the_lexical_weight_lets_the_memory_the_turn_names_win_and_zero_keeps_the_cosine_rule():
+    texts = ["[좋아하는 가수: 아이유]", "[반려동물: 고양이 보리]"]
+    vectors = np.array([[0.7, np.sqrt(1 - 0.7**2)], [0.75, np.sqrt(1 - 0.75**2)]], dtype=np.float32)
+    query = np.array([1.0, 0.0], dtype=np.float32)  # cosines 0.7 and 0.75: the cat wins on cosine alone
+    turn = "요즘 좋아하는 가수 노래만 들어"
+    assert best_memory(query, texts, vectors, 0.5, turn, 0.0) == "[반려동물: 고양이 보리]"
+    assert best_memory(query, texts, vectors, 0.5, turn, 0.25) == "[좋아하는 가수: 아이유]"  # 0.7 + 0.25 * 2/3
+    # Below the threshold on cosine, over it with the words the turn shares with the memory.
+    assert best_memory(query, texts[1:], vectors[1:], 0.8, "보리 밥 줬어", 0.0) == ""
+    assert best_memory(query, texts[1:], vectors[1:], 0.8, "보리 밥 줬어", 0.25) == "[반려동물: 고양이 보리]"  # + 0.25/3
+
+
+async def test_the_memory_services_lexical_weight_reaches_the_gateways_recall(store, start_service, tiny_config):
+    """With a weight that outweighs any cosine, the memory whose words the turn uses is recalled, through the real
+    service (embedder.lexical_weight -> EmbedResponse.lexical_weight) and the gateway's recall."""
+    service = start_service("serve", "llm_memory", "--config", str(tiny_config),
+                            env={"OHLORA_EMBEDDER__THRESHOLD": "0.5", "OHLORA_EMBEDDER__LEXICAL_WEIGHT": "10"})
+    service.wait_serving()
+    facts = [Fact("반려동물", "고양이 보리", "[반려동물: 고양이 보리]"), Fact("취미", "뜨개질", "[취미: 뜨개질]"),
+             Fact("좋아하는 가수", "아이유", "[좋아하는 가수: 아이유]")]
+    for fact in facts:
+        await store.add_memory("lex", fact, "imported")
+    settings = GatewaySettings(redis_url="redis://unused", memory_address=service.address)
+    down = Downstream(settings)
+    runner = TurnRunner(settings, store, down)
+    try:
+        assert await runner.recall("lex", "로라야 보리가 밥을 안 먹어", never_warns) == "[반려동물: 고양이 보리]"
+        assert await runner.recall("lex", "오늘은 뜨개질하면서 쉴래", never_warns) == "[취미: 뜨개질]"
+        assert await runner.recall("lex", "요즘 좋아하는 가수 노래만 들어", never_warns) == "[좋아하는 가수: 아이유]"
+    finally:
+        await down.close()

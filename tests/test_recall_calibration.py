@@ -21,13 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json"
 
 # `python scripts/recall_threshold.py` on the machine in docs/models.md (AVX512, 2 cores, torch 2.13.0+cpu; the
-# ONNX backend gives the same counts), the preset's embedder (e5 with the recall adapter merged): threshold ->
-# (right recalls, wrong-memory recalls, unrelated turns recalling one), all 40 memories stored, 80 turns of each kind.
+# ONNX backend gives the same counts), the preset's embedder (e5 with the recall adapter merged) and the preset's
+# lexical weight (MEASURED_WEIGHT): threshold -> (right recalls, wrong-memory recalls, unrelated turns recalling one),
+# all 40 memories stored, 80 turns of each kind.
+MEASURED_WEIGHT = 0.25
 MEASURED = {
-    0.40: (45, 35, 75), 0.41: (45, 35, 73), 0.42: (45, 35, 71), 0.43: (45, 33, 63), 0.44: (45, 33, 55),
-    0.45: (45, 32, 53), 0.46: (45, 26, 47), 0.47: (45, 23, 38), 0.48: (45, 22, 32), 0.49: (44, 21, 27),
-    0.50: (43, 20, 24), 0.51: (41, 18, 22), 0.52: (38, 17, 21), 0.53: (35, 12, 15), 0.54: (32, 7, 12),
-    0.55: (31, 5, 7), 0.56: (31, 5, 4), 0.57: (30, 5, 3), 0.58: (28, 5, 1), 0.59: (28, 4, 1), 0.60: (23, 3, 1),
+    0.40: (53, 27, 75), 0.41: (53, 27, 73), 0.42: (53, 27, 72), 0.43: (53, 25, 64), 0.44: (53, 25, 57),
+    0.45: (53, 24, 55), 0.46: (53, 19, 49), 0.47: (53, 16, 40), 0.48: (53, 15, 34), 0.49: (53, 14, 28),
+    0.50: (52, 14, 24), 0.51: (50, 13, 22), 0.52: (49, 12, 21), 0.53: (46, 10, 16), 0.54: (42, 6, 13),
+    0.55: (39, 5, 8), 0.56: (38, 5, 6), 0.57: (37, 5, 5), 0.58: (36, 5, 4), 0.59: (36, 5, 4),
+    0.60: (34, 4, 4),
 }
 # Turns that may move on another CPU or library version.
 MARGIN = 4
@@ -103,12 +106,13 @@ def scores():
         if os.environ.get("CI") != "true":
             pytest.skip(f"the mini preset is not prepared ({folder}); `ohlora models prepare mini`")
         prepare_mini(default_models_dir() / "mini")
-    return script, script.score(script.load_calibration(CALIBRATION), script.load_embedder(folder))
+    return script, script.score(script.load_calibration(CALIBRATION), script.load_embedder(folder), MEASURED_WEIGHT)
 
 
 def test_the_preset_threshold_recalls_as_measured(scores):
-    from ohlora.presets.mini import RECALL_THRESHOLD
+    from ohlora.presets.mini import RECALL_LEXICAL_WEIGHT, RECALL_THRESHOLD
 
+    assert RECALL_LEXICAL_WEIGHT == MEASURED_WEIGHT, "the preset's lexical weight was not calibrated"
     script, measured_scores = scores
     threshold = round(RECALL_THRESHOLD, 3)
     assert threshold in MEASURED, f"RECALL_THRESHOLD {RECALL_THRESHOLD} was not calibrated (scripts/recall_threshold.py)"

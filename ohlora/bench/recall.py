@@ -29,7 +29,8 @@ import numpy as np
 
 from gateway.downstream import Downstream
 from gateway.store import RedisStore, squash
-from gateway.turn import TurnRunner, best_memory
+from gateway.recall import best_memory
+from gateway.turn import TurnRunner
 from ohlora.bench import SuiteResult, percentile
 from ohlora.client import ServiceProcessHandle, free_port
 from ohlora.config import GatewaySettings, load_settings
@@ -152,15 +153,15 @@ async def original_recall(store: RedisStore, memory: llm_pb2_grpc.MemoryServiceS
     memories = [t for t in (await store.memory_texts(uid)).values() if len(squash(t)) >= 3]
     if not memories:
         return ""
-    query = await memory.Embed(llm_pb2.EmbedRequest(texts=[without_address(text)], kind="query"),
-                               timeout=ORIGINAL_DEADLINE_S)
+    turn = without_address(text)
+    query = await memory.Embed(llm_pb2.EmbedRequest(texts=[turn], kind="query"), timeout=ORIGINAL_DEADLINE_S)
     rows: list[list[float]] = []
     for start in range(0, len(memories), max_texts):
         batch = memories[start:start + max_texts]
         embedded = await memory.Embed(llm_pb2.EmbedRequest(texts=batch, kind="passage"), timeout=ORIGINAL_DEADLINE_S)
         rows += [list(e.values) for e in embedded.embeddings]
     q = np.array(query.embeddings[0].values, dtype=np.float32)
-    return best_memory(q, memories, np.array(rows, dtype=np.float32), query.threshold)
+    return best_memory(q, memories, np.array(rows, dtype=np.float32), query.threshold, turn, query.lexical_weight)
 
 
 @dataclass

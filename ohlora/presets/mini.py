@@ -58,6 +58,10 @@ SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
 # 43 of 80 with 44 bad recalls (a wrong memory, or one for an unrelated turn), where e5 alone at its threshold
 # (0.855) recalled 34 with 53; with one memory stored, 66% right instead of 56% (docs/models.md).
 RECALL_THRESHOLD = 0.5
+# Added to a memory's cosine: this times the share of its words found in the turn (gateway.recall). On the same
+# calibration set at the same threshold: right recalls 43 -> 52 of 80, bad ones 44 -> 38, one memory stored 66% ->
+# 74% right with 1.1% -> 1.3% of unrelated turns recalling it (docs/models.md).
+RECALL_LEXICAL_WEIGHT = 0.25
 # Logit added to "[" at the memory adapter's first answer token (`[llm.tasks.memory] opening_bias`): without it the
 # adapter wrote a fact for 31 of the 40 fact turns of ohlora/train/data/memory_calibration.json and nothing for 39 of
 # its 40 other turns; with 1.5, 36 and 36 (scripts/memory_bias.py; 2.0 gave 39 and 33; docs/training.md).
@@ -122,6 +126,7 @@ class MiniPreset:
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'
             f"threshold = {RECALL_THRESHOLD}\n"
+            f"lexical_weight = {RECALL_LEXICAL_WEIGHT}\n"
             f'backend = "{EMBEDDER_BACKEND}"\n'
             "\n[face]\n"
             'renderer = "sketch"\n'

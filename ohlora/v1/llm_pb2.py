@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ohlora.v1 import common_pb2 as ohlora_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13ohlora/v1/llm.proto\x12\tohlora.v1\x1a\x16ohlora/v1/common.proto\"#\n\x0cReplyRequest\x12\x13\n\x0b\x66inal_input\x18\x01 \x01(\t\"-\n\nReplyReset\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\tReplyDone\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05stats\x18\x02 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStats\"s\n\nReplyChunk\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12&\n\x05reset\x18\x02 \x01(\x0b\x32\x15.ohlora.v1.ReplyResetH\x00\x12$\n\x04\x64one\x18\x03 \x01(\x0b\x32\x14.ohlora.v1.ReplyDoneH\x00\x42\x06\n\x04kind\"!\n\x11\x43heckInputRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"P\n\x12\x43heckInputResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06tokens\x18\x02 \x01(\r\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\"%\n\x0e\x45xtractRequest\x12\x13\n\x0b\x66inal_input\x18\x01 \x01(\t\"6\n\nMemoryFact\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"o\n\x0f\x45xtractResponse\x12(\n\x04\x66\x61\x63t\x18\x01 \x01(\x0b\x32\x15.ohlora.v1.MemoryFactH\x00\x88\x01\x01\x12)\n\x05stats\x18\x02 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStatsB\x07\n\x05_fact\"+\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\"\x1f\n\tEmbedding\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"t\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.ohlora.v1.Embedding\x12\x13\n\x0b\x65mbedder_id\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\x02\"6\n\x10SummarizeRequest\x12\x13\n\x0b\x66inal_input\x18\x01 \x01(\t\x12\r\n\x05reply\x18\x02 \x01(\t\"`\n\x11SummarizeResponse\x12\x14\n\x07summary\x18\x01 \x01(\tH\x00\x88\x01\x01\x12)\n\x05stats\x18\x02 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStatsB\n\n\x08_summary\"\x1c\n\x0bPoseRequest\x12\r\n\x05reply\x18\x01 \x01(\t\"\x9e\x01\n\x0cPoseResponse\x12\x11\n\teyes_text\x18\x01 \x01(\t\x12\x12\n\nmouth_text\x18\x02 \x01(\t\x12\x11\n\tpose_text\x18\x03 \x01(\t\x12)\n\nexpression\x18\x04 \x01(\x0b\x32\x15.ohlora.v1.Expression\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStats2\x96\x01\n\x0eMessageService\x12\x39\n\x05Reply\x12\x17.ohlora.v1.ReplyRequest\x1a\x15.ohlora.v1.ReplyChunk0\x01\x12I\n\nCheckInput\x12\x1c.ohlora.v1.CheckInputRequest\x1a\x1d.ohlora.v1.CheckInputResponse2\x8d\x01\n\rMemoryService\x12@\n\x07\x45xtract\x12\x19.ohlora.v1.ExtractRequest\x1a\x1a.ohlora.v1.ExtractResponse\x12:\n\x05\x45mbed\x12\x17.ohlora.v1.EmbedRequest\x1a\x18.ohlora.v1.EmbedResponse2X\n\x0eSummaryService\x12\x46\n\tSummarize\x12\x1b.ohlora.v1.SummarizeRequest\x1a\x1c.ohlora.v1.SummarizeResponse2R\n\x0bPoseService\x12\x43\n\x10\x44\x65\x63ideExpression\x12\x16.ohlora.v1.PoseRequest\x1a\x17.ohlora.v1.PoseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13ohlora/v1/llm.proto\x12\tohlora.v1\x1a\x16ohlora/v1/common.proto\"#\n\x0cReplyRequest\x12\x13\n\x0b\x66inal_input\x18\x01 \x01(\t\"-\n\nReplyReset\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\tReplyDone\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05stats\x18\x02 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStats\"s\n\nReplyChunk\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12&\n\x05reset\x18\x02 \x01(\x0b\x32\x15.ohlora.v1.ReplyResetH\x00\x12$\n\x04\x64one\x18\x03 \x01(\x0b\x32\x14.ohlora.v1.ReplyDoneH\x00\x42\x06\n\x04kind\"!\n\x11\x43heckInputRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"P\n\x12\x43heckInputResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06tokens\x18\x02 \x01(\r\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\"%\n\x0e\x45xtractRequest\x12\x13\n\x0b\x66inal_input\x18\x01 \x01(\t\"6\n\nMemoryFact\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"o\n\x0f\x45xtractResponse\x12(\n\x04\x66\x61\x63t\x18\x01 \x01(\x0b\x32\x15.ohlora.v1.MemoryFactH\x00\x88\x01\x01\x12)\n\x05stats\x18\x02 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStatsB\x07\n\x05_fact\"+\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\"\x1f\n\tEmbedding\x12\x12\n\x06values\x18\x01 \x03(\x02\x42\x02\x10\x01\"\x8c\x01\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.ohlora.v1.Embedding\x12\x13\n\x0b\x65mbedder_id\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x16\n\x0elexical_weight\x18\x05 \x01(\x02\"6\n\x10SummarizeRequest\x12\x13\n\x0b\x66inal_input\x18\x01 \x01(\t\x12\r\n\x05reply\x18\x02 \x01(\t\"`\n\x11SummarizeResponse\x12\x14\n\x07summary\x18\x01 \x01(\tH\x00\x88\x01\x01\x12)\n\x05stats\x18\x02 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStatsB\n\n\x08_summary\"\x1c\n\x0bPoseRequest\x12\r\n\x05reply\x18\x01 \x01(\t\"\x9e\x01\n\x0cPoseResponse\x12\x11\n\teyes_text\x18\x01 \x01(\t\x12\x12\n\nmouth_text\x18\x02 \x01(\t\x12\x11\n\tpose_text\x18\x03 \x01(\t\x12)\n\nexpression\x18\x04 \x01(\x0b\x32\x15.ohlora.v1.Expression\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.ohlora.v1.GenerationStats2\x96\x01\n\x0eMessageService\x12\x39\n\x05Reply\x12\x17.ohlora.v1.ReplyRequest\x1a\x15.ohlora.v1.ReplyChunk0\x01\x12I\n\nCheckInput\x12\x1c.ohlora.v1.CheckInputRequest\x1a\x1d.ohlora.v1.CheckInputResponse2\x8d\x01\n\rMemoryService\x12@\n\x07\x45xtract\x12\x19.ohlora.v1.ExtractRequest\x1a\x1a.ohlora.v1.ExtractResponse\x12:\n\x05\x45mbed\x12\x17.ohlora.v1.EmbedRequest\x1a\x18.ohlora.v1.EmbedResponse2X\n\x0eSummaryService\x12\x46\n\tSummarize\x12\x1b.ohlora.v1.SummarizeRequest\x1a\x1c.ohlora.v1.SummarizeResponse2R\n\x0bPoseService\x12\x43\n\x10\x44\x65\x63ideExpression\x12\x16.ohlora.v1.PoseRequest\x1a\x17.ohlora.v1.PoseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,22 +56,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDREQUEST']._serialized_end=697
   _globals['_EMBEDDING']._serialized_start=699
   _globals['_EMBEDDING']._serialized_end=730
-  _globals['_EMBEDRESPONSE']._serialized_start=732
-  _globals['_EMBEDRESPONSE']._serialized_end=848
-  _globals['_SUMMARIZEREQUEST']._serialized_start=850
-  _globals['_SUMMARIZEREQUEST']._serialized_end=904
-  _globals['_SUMMARIZERESPONSE']._serialized_start=906
-  _globals['_SUMMARIZERESPONSE']._serialized_end=1002
-  _globals['_POSEREQUEST']._serialized_start=1004
-  _globals['_POSEREQUEST']._serialized_end=1032
-  _globals['_POSERESPONSE']._serialized_start=1035
-  _globals['_POSERESPONSE']._serialized_end=1193
-  _globals['_MESSAGESERVICE']._serialized_start=1196
-  _globals['_MESSAGESERVICE']._serialized_end=1346
-  _globals['_MEMORYSERVICE']._serialized_start=1349
-  _globals['_MEMORYSERVICE']._serialized_end=1490
-  _globals['_SUMMARYSERVICE']._serialized_start=1492
-  _globals['_SUMMARYSERVICE']._serialized_end=1580
-  _globals['_POSESERVICE']._serialized_start=1582
-  _globals['_POSESERVICE']._serialized_end=1664
+  _globals['_EMBEDRESPONSE']._serialized_start=733
+  _globals['_EMBEDRESPONSE']._serialized_end=873
+  _globals['_SUMMARIZEREQUEST']._serialized_start=875
+  _globals['_SUMMARIZEREQUEST']._serialized_end=929
+  _globals['_SUMMARIZERESPONSE']._serialized_start=931
+  _globals['_SUMMARIZERESPONSE']._serialized_end=1027
+  _globals['_POSEREQUEST']._serialized_start=1029
+  _globals['_POSEREQUEST']._serialized_end=1057
+  _globals['_POSERESPONSE']._serialized_start=1060
+  _globals['_POSERESPONSE']._serialized_end=1218
+  _globals['_MESSAGESERVICE']._serialized_start=1221
+  _globals['_MESSAGESERVICE']._serialized_end=1371
+  _globals['_MEMORYSERVICE']._serialized_start=1374
+  _globals['_MEMORYSERVICE']._serialized_end=1515
+  _globals['_SUMMARYSERVICE']._serialized_start=1517
+  _globals['_SUMMARYSERVICE']._serialized_end=1605
+  _globals['_POSESERVICE']._serialized_start=1607
+  _globals['_POSESERVICE']._serialized_end=1689
 # @@protoc_insertion_point(module_scope)

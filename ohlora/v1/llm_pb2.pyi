@@ -96,16 +96,18 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings", "embedder_id", "dimension", "threshold")
+    __slots__ = ("embeddings", "embedder_id", "dimension", "threshold", "lexical_weight")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_ID_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     embedder_id: str
     dimension: int
     threshold: float
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., embedder_id: _Optional[str] = ..., dimension: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+    lexical_weight: float
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., embedder_id: _Optional[str] = ..., dimension: _Optional[int] = ..., threshold: _Optional[float] = ..., lexical_weight: _Optional[float] = ...) -> None: ...
 
 class SummarizeRequest(_message.Message):
     __slots__ = ("final_input", "reply")

@@ -21,11 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class Embedder:
-    def __init__(self, model: object, embedder_id: str, threshold: float, onnx: OnnxEncoder | None = None) -> None:
+    def __init__(self, model: object, embedder_id: str, threshold: float, onnx: OnnxEncoder | None = None,
+                 lexical_weight: float = 0.0) -> None:
         self.model = model
         self.onnx = onnx  # the onnx backend: the model's transformer runs in ONNX Runtime (onnx_backend)
         self.embedder_id = embedder_id
         self.threshold = threshold
+        self.lexical_weight = lexical_weight  # calibrated with the threshold; the gateway applies both
         self.dimension = int(model.get_embedding_dimension())  # type: ignore[attr-defined]
         # Every encode runs on this one thread. A query is ~15 ms of work on a CPU; run from whichever
         # worker of the default pool was free, each new calling thread got its own OpenMP team and the
@@ -46,7 +48,7 @@ class Embedder:
             onnx = load_onnx(model, settings.model)
         elif settings.backend == "onnx":
             log.info("embedder backend onnx is for the CPU; torch runs", extra={"fields": {"device": str(device)}})
-        return cls(model, Path(settings.model.rstrip("/")).name, settings.threshold, onnx)
+        return cls(model, Path(settings.model.rstrip("/")).name, settings.threshold, onnx, settings.lexical_weight)
 
     def encode(self, texts: list[str], kind: str = "") -> np.ndarray:
         """L2-normalised float32 vectors; `kind` picks the model's query/passage prompt if it has one."""

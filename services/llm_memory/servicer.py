@@ -48,6 +48,7 @@ class MemoryServicer(llm_pb2_grpc.MemoryServiceServicer):
             embedder_id=embedder.embedder_id,
             dimension=embedder.dimension,
             threshold=embedder.threshold,
+            lexical_weight=embedder.lexical_weight,
         )
 
 
