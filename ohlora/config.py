@@ -53,9 +53,6 @@ class TaskModel(BaseModel):
 
     adapter: str | None = None
     dialect: Dialect | None = None  # None: the [llm] default
-    # Logit added to the first token of each text at the answer's first step ({"[" = 1.0}: more facts remembered);
-    # calibrated per adapter (scripts/memory_bias.py, docs/training.md).
-    opening_bias: dict[str, float] = Field(default_factory=dict)
 
 
 class LLMSettings(BaseModel):

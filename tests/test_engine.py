@@ -230,22 +230,3 @@ async def test_a_seeded_engine_samples_the_same_text_alone_and_in_any_batch(engi
     unseeded = {(await final(engine, "로라야 뭐 해?", warm, "message")).text for _ in range(4)}
     assert alone.text == again.text == batched[1].text
     assert len(unseeded) > 1, "without a seed, temperature 1 really samples (else this test could not fail)"
-
-
-async def test_an_opening_bias_moves_the_first_token_only_and_only_for_its_own_row(engine):
-    """A bias on one token makes it the first token of a biased row; the row after it and other rows go on as before."""
-    plain = await final(engine, "로라야 안녕", GREEDY)
-    word = "[" if "[" not in plain.text[:1] else "("
-    first_id = engine.tokenizer.encode(word, add_special_tokens=False)[0]
-    biased_gen = engine.for_adapter(None, opening_bias={word: 100.0})
-
-    async def biased_final() -> object:
-        last = None
-        async for update in biased_gen.generate("로라야 안녕", GREEDY):
-            last = update
-        return last
-
-    biased, neighbour = await asyncio.gather(biased_final(), final(engine, "로라야 안녕", GREEDY))
-    assert engine.tokenizer.encode(biased.text, add_special_tokens=False)[0] == first_id, biased.text
-    assert neighbour.text == plain.text, "a row without the bias in the same batch is unchanged"
-    assert biased.text.count(word) < biased.new_tokens, "only the first step is biased"

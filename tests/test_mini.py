@@ -136,14 +136,11 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
 
     from ohlora.config import load_settings
     from ohlora.llm.task import Dialect
-    from ohlora.presets.mini import ADAPTER_DIR, MEMORY_ADAPTER_DIR, MEMORY_OPENING_BIAS
+    from ohlora.presets.mini import ADAPTER_DIR, MEMORY_ADAPTER_DIR
 
     tuned, few_shot = load_settings(mini.config), load_settings(mini.few_shot_config)
     assert tuned.llm.dialect is Dialect.TUNED and few_shot.llm.dialect is Dialect.CHAT
     assert tuned.llm.output_vocabulary == few_shot.llm.output_vocabulary == "korean"
-    # The memory adapter's calibrated threshold (scripts/memory_bias.py); the bare base's few-shot prompts have none.
-    assert tuned.llm.task("memory").opening_bias == {"[": MEMORY_OPENING_BIAS}
-    assert few_shot.llm.task("memory").opening_bias == {}
     # The persona merged under every task; the memory task's own adapter over it.
     assert tuned.llm.adapters_for(["message", "memory", "summary", "pose"]) == (
         str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})

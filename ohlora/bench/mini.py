@@ -90,8 +90,7 @@ def load_engine(settings: Settings) -> LLMEngine:
 
 
 async def _run_all(engine: LLMEngine, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:
-    generator = engine.for_adapter(task if engine.has_adapter(task) else None,
-                                   opening_bias=settings.llm.task(task).opening_bias)
+    generator = engine.for_adapter(task if engine.has_adapter(task) else None)
     spec, dialect = task_spec(task), settings.llm.dialect_of(task)
     return list(await asyncio.gather(*(complete_task(generator, spec, dialect, **fields) for fields in calls)))
 

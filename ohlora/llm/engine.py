@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import logging
 import threading
 import time
@@ -102,21 +101,13 @@ class _RowSampler(LogitsProcessor):
     """
 
     def __init__(self, temperatures: list[float], top_k: int = TOP_K,
-                 generators: list[torch.Generator | None] | None = None,
-                 opening: tuple[int, list[dict[int, float]]] | None = None) -> None:
+                 generators: list[torch.Generator | None] | None = None) -> None:
         self.temperatures = torch.tensor(temperatures, dtype=torch.float32).unsqueeze(1)
-        # (prompt width, each row's {token id: logit bias}) for the first step (GenerationSettings.opening_bias)
-        self.opening = opening if opening and any(opening[1]) else None
         self.greedy = self.temperatures.squeeze(1) <= 0
         self.top_k = top_k
         self.generators = generators if generators and any(g is not None for g in generators) else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.opening is not None and input_ids.shape[1] == self.opening[0]:
-            scores = scores.clone()
-            for row, bias in enumerate(self.opening[1]):
-                for token, value in bias.items():
-                    scores[row, token] += value
         k = min(self.top_k, scores.shape[-1])
         top, candidates = scores.float().topk(k, dim=-1)  # sorted, best first
         temperatures = self.temperatures.to(scores.device).clamp_min(1e-5)
@@ -298,16 +289,6 @@ class LLMEngine:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def opening_ids(self, bias: tuple[tuple[str, float], ...]) -> dict[int, float]:
-        """{first token id of each text: bias}, as GenerationSettings.opening_bias names them."""
-        out: dict[int, float] = {}
-        for text, value in bias:
-            ids = self.tokenizer.encode(text, add_special_tokens=False)
-            if not ids:
-                raise InvalidInput(f"opening_bias: {text!r} has no token")
-            out[ids[0]] = out.get(ids[0], 0.0) + value
-        return out
-
     def count_tokens(self, text: str) -> int:
         """Token count as the original measures it (`tokenizer.encode(text)`)."""
         return len(self.tokenizer.encode(text))
@@ -319,13 +300,12 @@ class LLMEngine:
     def has_adapter(self, name: str) -> bool:
         return name in self.adapters or name in self.aliases
 
-    def for_adapter(self, adapter: str | None, delay_seconds: float = 0.0,
-                    opening_bias: dict[str, float] | None = None) -> "AdapterGenerator":
+    def for_adapter(self, adapter: str | None, delay_seconds: float = 0.0) -> "AdapterGenerator":
         """A task name that aliases a loaded adapter (or the merged one: None) resolves to it."""
         adapter = self.aliases.get(adapter, adapter) if adapter is not None else None
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {self.adapters})")
-        return AdapterGenerator(self, adapter, delay_seconds, opening_bias)
+        return AdapterGenerator(self, adapter, delay_seconds)
 
     def start(self) -> None:
         if self._scheduler is None:
@@ -421,9 +401,8 @@ class LLMEngine:
                     input_ids=input_ids,
                     generation_config=config,
                     attention_mask=attention,
-                    logits_processor=LogitsProcessorList([_RowSampler(
-                        [r.settings.temperature for r in batch], generators=[r.generator for r in batch],
-                        opening=(width, [self.opening_ids(r.settings.opening_bias) for r in batch]))]),
+                    logits_processor=LogitsProcessorList([_RowSampler([r.settings.temperature for r in batch],
+                                                                        generators=[r.generator for r in batch])]),
                     stopping_criteria=StoppingCriteriaList([monitor]),
                     **per_row,
                 )
@@ -456,21 +435,16 @@ class LLMEngine:
 class AdapterGenerator(TaskGenerator):
     """The engine bound to one adapter: what a task's attempt loop calls."""
 
-    def __init__(self, engine: LLMEngine, adapter: str | None, delay_seconds: float = 0.0,
-                 opening_bias: dict[str, float] | None = None) -> None:
+    def __init__(self, engine: LLMEngine, adapter: str | None, delay_seconds: float = 0.0) -> None:
         self.engine = engine
         self.adapter = adapter
         self.delay_seconds = delay_seconds  # fault injection (llm.artificial_delay_seconds)
-        # The task's configured opening bias ([llm.tasks.X] opening_bias), added to its settings' own.
-        self.opening_bias = tuple((opening_bias or {}).items())
 
     async def generate(
         self, prompt: str | ChatPrompt, settings: GenerationSettings, stream: bool = False
     ) -> AsyncIterator[GenerationUpdate]:
         if self.delay_seconds > 0:
             await asyncio.sleep(self.delay_seconds)
-        if self.opening_bias:
-            settings = dataclasses.replace(settings, opening_bias=settings.opening_bias + self.opening_bias)
         req = self.engine.submit(self.engine.encode_prompt(prompt), self.adapter, settings, stream)
         try:
             while True:

@@ -65,8 +65,7 @@ class LLMHost:
     def generator(self, task: str) -> AdapterGenerator:
         engine = self.require_engine()
         delay = self.settings.llm.artificial_delay_seconds
-        return engine.for_adapter(task if engine.has_adapter(task) else None, delay,
-                                  self.settings.llm.task(task).opening_bias)
+        return engine.for_adapter(task if engine.has_adapter(task) else None, delay)
 
     def engine_config(self) -> EngineConfig:
         llm = self.settings.llm

@@ -57,9 +57,6 @@ class GenerationSettings:
     stop_strings: tuple[str, ...] = ()
     reject_at_tokens: int | None = None
     count_tokens: Literal["new", "total"] = "new"
-    # Added to the logit of the first token of each text, at the answer's first step only: a calibrated decision
-    # threshold for a fine-tuned task whose first token decides the answer's kind (mini's memory: "[" or "없음").
-    opening_bias: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.max_new_tokens is None) == (self.max_total_tokens is None):

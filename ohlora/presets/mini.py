@@ -52,7 +52,7 @@ MEMORY_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-memory"
 # The recall embedder's adapter (ohlora.train.recall): e5 alone scored related and unrelated turns alike.
 RECALL_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-recall"
 SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
-# Recall threshold for the cosines of e5 with the recall adapter merged (query: vs passage:; the query without a
+# Recall threshold for the scores of e5 with the recall adapter merged (query: vs passage:; the query without a
 # leading "로라야"). Calibrated by scripts/recall_threshold.py on ohlora/train/data/recall_calibration.json (40 memories
 # stored together; 80 turns that should recall one, 80 that should recall none): 0.50 recalls the right memory for
 # 43 of 80 with 44 bad recalls (a wrong memory, or one for an unrelated turn), where e5 alone at its threshold
@@ -62,10 +62,6 @@ RECALL_THRESHOLD = 0.5
 # calibration set at the same threshold: right recalls 43 -> 52 of 80, bad ones 44 -> 38, one memory stored 66% ->
 # 74% right with 1.1% -> 1.3% of unrelated turns recalling it (docs/models.md).
 RECALL_LEXICAL_WEIGHT = 0.25
-# Logit added to "[" at the memory adapter's first answer token (`[llm.tasks.memory] opening_bias`): without it the
-# adapter wrote a fact for 31 of the 40 fact turns of ohlora/train/data/memory_calibration.json and nothing for 39 of
-# its 40 other turns; with 1.5, 36 and 36 (scripts/memory_bias.py; 2.0 gave 39 and 33; docs/training.md).
-MEMORY_OPENING_BIAS = 1.5
 # e5 runs in ONNX Runtime (exported once into <embedder>/onnx): a Korean query encodes in about half the time
 # torch takes, with the same vectors within 1e-4 (services/llm_memory/onnx_backend.py; docs/benchmarks.md, recall).
 EMBEDDER_BACKEND = "onnx"
@@ -111,10 +107,8 @@ class MiniPreset:
 
         # Every task is listed, so none falls back to the default config's adapters (the original's, on the Hub).
         own = {"memory": MEMORY_ADAPTER_DIR} if tuned else {}
-        bias = {"memory": f'opening_bias = {{ "[" = {MEMORY_OPENING_BIAS} }}\n'} if tuned else {}
         adapters = (f'base_adapter = "{ADAPTER_DIR}"\n' if tuned else "") + "".join(
-            f"\n[llm.tasks.{task}]\n" + (f'adapter = "{own[task]}"\n' if task in own else "") + bias.get(task, "")
-            for task in TASK_NAMES)
+            f"\n[llm.tasks.{task}]\n" + (f'adapter = "{own[task]}"\n' if task in own else "") for task in TASK_NAMES)
         return (
             "# The offline `mini` preset (ohlora.presets.mini); regenerate with `ohlora models prepare mini`.\n"
             "[llm]\n"
