@@ -35,6 +35,7 @@ _SUITES = {
     "llm-consolidated": "ohlora.bench.llm:consolidated",
     "llm-mixed-adapters": "ohlora.bench.llm:mixed_adapters",
     "llm-int8": "ohlora.bench.llm:llm_int8",
+    "llm-vocabulary": "ohlora.bench.llm:llm_vocabulary",
     "face": "ohlora.bench.face:face",
     "gateway-overhead": "ohlora.bench.gateway:gateway_overhead",
     "critical-path": "ohlora.bench.gateway:critical_path",

@@ -6,7 +6,9 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -148,18 +150,15 @@ class _TokenClock:
         return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
 
 
-def llm_int8(quick: bool) -> SuiteResult:
-    """Decode speed of the mini preset's LLM with its weights as loaded vs weight-only int8, side by side.
-
-    Decoding one row is memory-bound (every weight read once a step), which is what int8 weights cut.
-    The decode rate is timed from the first new token to the last, so the prompt's prefill (compute-bound,
-    and where int8 converts its weights) is not in it; prefill is timed on its own as context.
-    Both models stay loaded and take turns.
-    """
+def _decode_side_by_side(quick: bool, variants: dict[str, Callable[[Any, Any], object]]
+                         ) -> tuple[list[list[object]], list[float], int, str]:
+    """The mini preset's LLM loaded once per variant (each prepared by its function of (model, tokenizer)), all kept
+    loaded and taking turns: decode tok/s timed from the first new token to the last (the prompt's prefill not in
+    it), and a 300-token prefill on its own as context. Returns the rows, the second variant's decode rate over the
+    first's for each of 3 rounds, the new tokens per decode, and the dtype."""
     import torch
 
     from ohlora.config import load_settings
-    from ohlora.llm.quantize import quantize_weights
     from ohlora.presets import preset_config
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -169,9 +168,9 @@ def llm_int8(quick: bool) -> SuiteResult:
     torch_dtype = resolve_dtype(dtype, torch.device("cpu"))
     tokenizer = AutoTokenizer.from_pretrained(base)
     models = {}
-    for name in ("plain", "int8"):
+    for name, prepare in variants.items():
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).eval()
-        quantize_weights(model, "int8" if name == "int8" else None)
+        prepare(model, tokenizer)
         models[name] = model
     prompt = _prompt(TOPICS[0])
     text = tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
@@ -190,6 +189,7 @@ def llm_int8(quick: bool) -> SuiteResult:
         model(long_ids)
         return time.perf_counter() - started
 
+    first, second = variants
     rows: list[list[object]] = []
     ratios = []
     with torch.inference_mode():
@@ -200,15 +200,52 @@ def llm_int8(quick: bool) -> SuiteResult:
             for name, model in (models.items() if r % 2 == 0 else reversed(models.items())):
                 speed[name], sample = decode(model)
                 rows.append([r + 1, name, speed[name], prefill(model), sample[:40]])
-            ratios.append(speed["int8"] / speed["plain"])
-    rows.sort(key=lambda row: (row[0], row[1] != "plain"))
+            ratios.append(speed[second] / speed[first])
+    rows.sort(key=lambda row: (row[0], row[1] != first))
+    return rows, ratios, new_tokens, dtype
+
+
+COMPARED_COLUMNS = ["round", "variant", "decode tok/s", "prefill 300 tokens s", "greedy text"]
+
+
+def llm_int8(quick: bool) -> SuiteResult:
+    """Decode speed of the mini preset's LLM with its weights as loaded vs weight-only int8, side by side.
+
+    Decoding one row is memory-bound (every weight read once a step), which is what int8 weights cut; prefill
+    (compute-bound, and where int8 converts its weights) is timed apart.
+    """
+    from ohlora.llm.quantize import quantize_weights
+
+    rows, ratios, new_tokens, dtype = _decode_side_by_side(
+        quick, {"plain": lambda model, tokenizer: None, "int8": lambda model, tokenizer: quantize_weights(model, "int8")})
     return SuiteResult(
-        columns=["round", "weights", "decode tok/s", "prefill 300 tokens s", "greedy text"],
+        columns=COMPARED_COLUMNS,
         rows=rows,
         results={"int8_decode_speedup": statistics.median(ratios)},
         notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM) in-process, one row, greedy, {new_tokens} new tokens; "
                "decode tok/s from the first new token to the last (the prompt's prefill not in it); "
                "int8 = every Linear as ohlora.llm.quantize.Int8Linear (torch's _weight_int8pack_mm for few rows); median of 3 rounds, order alternating"],
+        dtype=dtype,
+    )
+
+
+def llm_vocabulary(quick: bool) -> SuiteResult:
+    """Decode speed of the mini preset's LLM with its whole output layer vs `llm.output_vocabulary = "korean"`.
+
+    The output layer is about a quarter of the weights a decoded token reads; the Korean one computes 40,345 of its
+    151,936 rows (ohlora.llm.vocabulary). Greedy text must be the same when the full model's tokens are all kept.
+    """
+    from ohlora.llm.vocabulary import restrict_output
+
+    rows, ratios, new_tokens, dtype = _decode_side_by_side(
+        quick, {"full": lambda model, tokenizer: None,
+                "korean": lambda model, tokenizer: restrict_output(model, tokenizer, "korean")})
+    return SuiteResult(
+        columns=COMPARED_COLUMNS,
+        rows=rows,
+        results={"korean_vocabulary_decode_speedup": statistics.median(ratios)},
+        notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM) in-process, one row, greedy, {new_tokens} new tokens; "
+               "decode tok/s from the first new token to the last; median of 3 rounds, order alternating"],
         dtype=dtype,
     )
 
