@@ -150,7 +150,7 @@ class _TokenClock:
         return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
 
 
-def _decode_side_by_side(quick: bool, variants: dict[str, Callable[[Any, Any], object]]
+def _decode_side_by_side(quick: bool, variants: dict[str, Callable[[Any, Any], object]], prompt: ChatPrompt
                          ) -> tuple[list[list[object]], list[float], int, str]:
     """The mini preset's LLM loaded once per variant (each prepared by its function of (model, tokenizer)), all kept
     loaded and taking turns: decode tok/s timed from the first new token to the last (the prompt's prefill not in
@@ -172,7 +172,6 @@ def _decode_side_by_side(quick: bool, variants: dict[str, Callable[[Any, Any], o
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).eval()
         prepare(model, tokenizer)
         models[name] = model
-    prompt = _prompt(TOPICS[0])
     text = tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
     long_ids = torch.randint(100, 20000, (1, 300), generator=torch.Generator().manual_seed(0))
@@ -217,7 +216,8 @@ def llm_int8(quick: bool) -> SuiteResult:
     from ohlora.llm.quantize import quantize_weights
 
     rows, ratios, new_tokens, dtype = _decode_side_by_side(
-        quick, {"plain": lambda model, tokenizer: None, "int8": lambda model, tokenizer: quantize_weights(model, "int8")})
+        quick, {"plain": lambda model, tokenizer: None, "int8": lambda model, tokenizer: quantize_weights(model, "int8")},
+        _prompt(TOPICS[0]))
     return SuiteResult(
         columns=COMPARED_COLUMNS,
         rows=rows,
@@ -236,16 +236,20 @@ def llm_vocabulary(quick: bool) -> SuiteResult:
     151,936 rows (ohlora.llm.vocabulary). Greedy text must be the same when the full model's tokens are all kept.
     """
     from ohlora.llm.vocabulary import restrict_output
+    from services.llm_message.task import TUNED_SYSTEM
 
     rows, ratios, new_tokens, dtype = _decode_side_by_side(
         quick, {"full": lambda model, tokenizer: None,
-                "korean": lambda model, tokenizer: restrict_output(model, tokenizer, "korean")})
+                "korean": lambda model, tokenizer: restrict_output(model, tokenizer, "korean")},
+        ChatPrompt(system=TUNED_SYSTEM, user="로라야 오늘 뭐 했어? 나는 친구랑 한강에서 자전거 탔어"))
     return SuiteResult(
         columns=COMPARED_COLUMNS,
         rows=rows,
         results={"korean_vocabulary_decode_speedup": statistics.median(ratios)},
-        notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM) in-process, one row, greedy, {new_tokens} new tokens; "
-               "decode tok/s from the first new token to the last; median of 3 rounds, order alternating"],
+        notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM, no adapter) in-process, one row, greedy, {new_tokens} "
+               "new tokens after a Korean chat turn; decode tok/s from the first new token to the last; median of 3 "
+               "rounds, order alternating; prefill column: the logits of all 300 positions (generate() computes "
+               "only the last one's)"],
         dtype=dtype,
     )
 
