@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-OutputVocabulary = Literal["full", "korean"]
+OutputVocabulary = Literal["full", "korean"]  # as LLMSettings.output_vocabulary (config stays free of torch)
 
 # An ASCII token is kept when its text without surrounding spaces is at most this long: digits, punctuation,
 # "ㅋ"-style tails and short Latin pieces stay, so English words can still be spelt out (BTS, OK, iPhone),
