@@ -25,6 +25,14 @@ def test_byte_pieces_are_kept_for_hangul_and_emoji_but_not_for_chinese():
     assert not korean_piece("é".encode()[:1])  # Latin, Cyrillic, Greek... start with a two-byte lead
 
 
+def test_a_tokenizer_that_is_not_byte_level_bpe_is_refused(tiny_models):
+    from transformers import AutoTokenizer
+
+    wordpiece = AutoTokenizer.from_pretrained(str(tiny_models.embedder))  # the tiny sentence embedder's BERT
+    with pytest.raises(ValueError, match="byte-level BPE"):
+        korean_token_ids(wordpiece)
+
+
 @pytest.fixture(scope="module")
 def engines(tiny_models):
     config = dict(base_model=str(tiny_models.base), dtype="float32", device="cpu")

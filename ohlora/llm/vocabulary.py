@@ -94,9 +94,18 @@ def korean_piece(raw: bytes) -> bool:
 
 
 def korean_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The ids `llm.output_vocabulary = "korean"` keeps: Korean pieces and every special token."""
+    """The ids `llm.output_vocabulary = "korean"` keeps: Korean pieces and every special token.
+
+    Only a byte-level BPE vocabulary (GPT-2's alphabet: Qwen, Llama 3, GPT-NeoX and so Polyglot-Ko) can be read
+    this way; any other (SentencePiece's "▁" pieces, WordPiece) is refused rather than cut to its special tokens.
+    """
     special = set(tokenizer.all_special_ids)
-    return [i for i, raw in enumerate(token_bytes(tokenizer)) if i in special or (raw is not None and korean_piece(raw))]
+    pieces = token_bytes(tokenizer)
+    unreadable = sum(raw is None for i, raw in enumerate(pieces) if i not in special)
+    if unreadable > len(pieces) // 10:
+        raise ValueError(f"llm.output_vocabulary = 'korean' needs a byte-level BPE tokenizer; {unreadable} of "
+                         f"{len(pieces)} tokens of {type(tokenizer).__name__} are not byte-level pieces")
+    return [i for i, raw in enumerate(pieces) if i in special or (raw is not None and korean_piece(raw))]
 
 
 class RestrictedHead(torch.nn.Module):
@@ -134,10 +143,7 @@ def restrict_output(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
         return head.out_features
     if not isinstance(head, torch.nn.Linear):
         raise ValueError(f"llm.output_vocabulary = {vocabulary!r} needs a plain linear output layer, not {type(head).__name__}")
-    keep = korean_token_ids(tokenizer)
-    keep = [i for i in keep if i < head.out_features]
-    if not keep:
-        raise ValueError("llm.output_vocabulary = 'korean' kept no token of this tokenizer (not byte-level BPE?)")
+    keep = [i for i in korean_token_ids(tokenizer) if i < head.out_features]
     # Not set_output_embeddings: a tied model would re-tie its embedding to the new layer's smaller weight.
     owner, name = _owner_of(model, head)
     setattr(owner, name, RestrictedHead(head, keep))
