@@ -2,14 +2,15 @@
 
 A multilingual base spends most of its output layer on tokens Oh-LoRA never says: Qwen2.5's 151,936 rows
 are 62 % English and code sub-words and 18 % Chinese and Japanese. Two things follow on the `mini` preset.
-Its small model sometimes slips into Chinese (`[내일 일정: 下午 4시 미용실]`). And the output layer (896 × 151,936, a quarter of the weights read per
-decoded token) costs as much for those rows as for the Korean ones.
+Its small model sometimes slips into Chinese (`[내일 일정: 下午 4시 미용실]`). And the output layer (896 × 151,936,
+a quarter of the weights read per decoded token) costs as much for those rows as for the Korean ones.
 
 `llm.output_vocabulary = "korean"` keeps the tokens a Korean chat needs (Hangul syllables and jamo, short
-ASCII pieces: digits, punctuation, Latin letters in runs of at most four, emoji and symbols, and byte pieces
-of emoji) and the special tokens, and replaces the output layer by one over those rows alone. The other
-tokens' logits are -inf, so nothing downstream (sampling, stopping, streaming) changes shape. The input side
-is untouched: the user may write anything, Oh-LoRA answers in Korean.
+ASCII pieces: digits, punctuation, Latin letters in runs of at most four, symbols and emoji, and the byte
+pieces that start or end a Hangul syllable, a symbol or an emoji) and the special tokens, and replaces the
+output layer by one over those rows alone. The other tokens' logits are -inf, so nothing downstream
+(sampling, stopping, streaming) changes shape. The input side is untouched: the user may write anything,
+Oh-LoRA answers in Korean.
 """
 
 from __future__ import annotations
