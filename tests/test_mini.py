@@ -181,3 +181,26 @@ def test_the_korean_output_vocabulary_can_say_every_answer_of_the_persona_datase
     assert tokenizer.eos_token_id in keep and tokenizer.convert_tokens_to_ids("<|im_end|>") in keep
     for foreign in ("下午", "明天", "こんにちは", " developer", "Привет"):
         assert not set(tokenizer.encode(foreign, add_special_tokens=False)) <= keep, foreign
+
+
+def test_the_syllable_guard_lets_byte_pieces_build_only_syllables_the_vocabulary_knows(mini: MiniPreset):
+    """Qwen2.5 writes " 점심" as " " + the first byte of 점, the rest of 점, then 심: after that first byte only
+    pieces that finish a known syllable stay possible, so "젌" (same first bytes) cannot be built."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ohlora.llm.vocabulary import HangulSyllableGuard
+
+    tokenizer = AutoTokenizer.from_pretrained(str(mini.llm))
+    guard = HangulSyllableGuard(tokenizer)
+    assert len(guard.common) > 2000 and {"점", "심", "오", "늘"} <= guard.common and "젌" not in guard.common
+    good = tokenizer.encode(" 점심", add_special_tokens=False)
+    bad = tokenizer.encode(" 젌심", add_special_tokens=False)
+    assert good[0] == bad[0] and good[1] != bad[1], "both start with the same byte piece"
+    prompt = tokenizer.encode("나 오늘", add_special_tokens=False) + good[:1]
+    scores = guard(torch.tensor([prompt]), torch.zeros(1, 151936))
+    assert scores[0, good[1]] == 0 and torch.isneginf(scores[0, bad[1]])
+    assert torch.isfinite(scores[0]).sum() < 300, "only pieces that finish a syllable"
+    # A row that ends on a whole character is left alone.
+    untouched = guard(torch.tensor([tokenizer.encode("나 오늘", add_special_tokens=False)]), torch.zeros(1, 151936))
+    assert torch.isfinite(untouched).all()

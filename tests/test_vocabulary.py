@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import torch
 
@@ -69,3 +71,27 @@ def test_generation_samples_only_kept_tokens(engines):
 
     assert sampled(full) - keep, "the full vocabulary samples dropped tokens too (else this test proves nothing)"
     assert sampled(korean) <= keep
+
+
+async def test_the_engine_with_the_korean_vocabulary_generates_through_its_syllable_guard(engines):
+    """Hot sampling on the random tiny model hits unfinished syllables often: every request still ends with text,
+    and the guard only ever leaves pieces possible, never an empty choice."""
+    from ohlora.llm.task import GenerationSettings
+    from ohlora.llm.vocabulary import HangulSyllableGuard
+
+    _, korean = engines
+    assert [type(g) for g in korean.guards] == [HangulSyllableGuard]
+    korean.start()
+    try:
+        settings = GenerationSettings(temperature=2.0, max_new_tokens=32)
+        outs = await asyncio.gather(*(collect(korean, f"로라야 {n} 오늘 뭐 해?", settings) for n in range(8)))
+    finally:
+        await korean.stop()
+    assert all(o.done and o.new_tokens > 0 for o in outs)
+
+
+async def collect(engine: LLMEngine, prompt: str, settings):
+    last = None
+    async for update in engine.for_adapter(None).generate(prompt, settings):
+        last = update
+    return last

@@ -39,7 +39,7 @@ from ohlora.errors import InvalidInput, QueueFull
 from ohlora.llm.multi_lora import StackedLoRA
 from ohlora.llm.quantize import quantize_weights
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
-from ohlora.llm.vocabulary import OutputVocabulary, restrict_output
+from ohlora.llm.vocabulary import HangulSyllableGuard, OutputVocabulary, restrict_output
 from ohlora.runtime import metrics
 from ohlora.runtime.device import choose_dtype, resolve_device
 
@@ -195,6 +195,7 @@ class LLMEngine:
         mixed_adapter_batches: bool = True,
         seed: int | None = None,
         aliases: dict[str, str | None] | None = None,
+        guards: list[LogitsProcessor] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -206,6 +207,8 @@ class LLMEngine:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.name = name
+        # Run before sampling on every row (the Korean vocabulary's syllable guard, ohlora.llm.vocabulary).
+        self.guards = guards or []
         # A batch starts no earlier than this after its oldest request arrived, so requests sent
         # together (a turn's reply and memory extraction) share one forward pass instead of the
         # second waiting for the whole first generation. Off by default: on a CPU, prefill is
@@ -265,11 +268,12 @@ class LLMEngine:
             for name in names[1:]:
                 model.load_adapter(config.adapters[name], adapter_name=name)
         restrict_output(model, tokenizer, config.output_vocabulary)  # after the merge: its rows are the merged ones
+        guards = [HangulSyllableGuard(tokenizer)] if config.output_vocabulary == "korean" else []
         quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()
         return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
-                   config.batch_window_ms, config.mixed_adapter_batches, config.seed, aliases)
+                   config.batch_window_ms, config.mixed_adapter_batches, config.seed, aliases, guards)
 
     def _adapters_can_mix(self) -> bool:
         """peft mixes LoRA adapters in one batch, but not DoRA ones or merged weights: those batch per adapter."""
@@ -401,8 +405,8 @@ class LLMEngine:
                     input_ids=input_ids,
                     generation_config=config,
                     attention_mask=attention,
-                    logits_processor=LogitsProcessorList([_RowSampler([r.settings.temperature for r in batch],
-                                                                        generators=[r.generator for r in batch])]),
+                    logits_processor=LogitsProcessorList([*self.guards, _RowSampler(
+                        [r.settings.temperature for r in batch], generators=[r.generator for r in batch])]),
                     stopping_criteria=StoppingCriteriaList([monitor]),
                     **per_row,
                 )
