@@ -11,15 +11,18 @@ are calibrated together on a calibration set of their own (scripts/recall_thresh
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 
 _SEPARATORS = re.compile(r"[\s,./·:()\[\]]+")
 
 
-def memory_words(memory: str) -> list[str]:
-    """The words of a `[key: value]` memory that can be looked for in a turn: two syllables or more."""
-    return [w for w in _SEPARATORS.split(memory) if len(w) >= 2]
+@lru_cache(maxsize=65536)
+def memory_words(memory: str) -> tuple[str, ...]:
+    """The words of a `[key: value]` memory that can be looked for in a turn: two syllables or more. Kept per
+    text (a memory's text never changes), so a turn does not split a user's thousand memories again."""
+    return tuple(w for w in _SEPARATORS.split(memory) if len(w) >= 2)
 
 
 def _found(word: str, text: str) -> bool:

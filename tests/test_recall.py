@@ -124,6 +124,16 @@ def memory_service(start_service, tiny_config):
     return service
 
 
+async def runner_with_memories(store: RedisStore, uid: str, facts: list[Fact], memory_address: str
+                               ) -> tuple[TurnRunner, Downstream]:
+    """The gateway's turn runner on the real memory service, with `facts` stored for `uid` (no vectors yet)."""
+    for fact in facts:
+        await store.add_memory(uid, fact, "imported")
+    settings = GatewaySettings(redis_url="redis://unused", memory_address=memory_address)
+    down = Downstream(settings)
+    return TurnRunner(settings, store, down), down
+
+
 def never_warns(message: str) -> None:
     raise AssertionError(f"recall warned: {message}")
 
@@ -134,11 +144,7 @@ async def test_recall_chooses_what_the_loop_over_every_record_chooses(store, mem
     The tiny embedder gives many memories the same vector (its tokenizer knows little Korean), so ties
     at the top are common: they go to the greatest text both ways."""
     facts = memory_facts(300) + [Fact("a", "b", "ab")]
-    for fact in facts:
-        await store.add_memory("u", fact, "imported")
-    settings = GatewaySettings(redis_url="redis://unused", memory_address=memory_service.address)
-    down = Downstream(settings)
-    runner = TurnRunner(settings, store, down)
+    runner, down = await runner_with_memories(store, "u", facts, memory_service.address)
     try:
         chosen = [await runner.recall("u", text, never_warns) for text in TURNS]
         records = [r for r in await store.list_memories("u") if len(squash(r.text)) >= 3]
@@ -190,8 +196,8 @@ def test_the_recall_bench_reports_both_figures(tiny_config):
 def test_word_overlap_counts_the_memorys_words_found_in_the_turn_particles_and_endings_aside():
     from gateway.recall import memory_words, word_overlap
 
-    assert memory_words("[좋아하는 가수: 아이유]") == ["좋아하는", "가수", "아이유"]
-    assert memory_words("[가족: 여동생 지우]") == ["가족", "여동생", "지우"]
+    assert memory_words("[좋아하는 가수: 아이유]") == ("좋아하는", "가수", "아이유")
+    assert memory_words("[가족: 여동생 지우]") == ("가족", "여동생", "지우")
     shares = word_overlap("여동생이랑 주말에 뭐 하지", ["[가족: 여동생 지우]", "[좋아하는 가수: 아이유]", "[x: y]"])
     assert shares.tolist() == pytest.approx([1 / 3, 0.0, 0.0])
     # A stem: the word without its last syllable ("좋아하는" -> "좋아하" in "좋아하던").
@@ -218,11 +224,7 @@ async def test_the_memory_services_lexical_weight_reaches_the_gateways_recall(st
     service.wait_serving()
     facts = [Fact("반려동물", "고양이 보리", "[반려동물: 고양이 보리]"), Fact("취미", "뜨개질", "[취미: 뜨개질]"),
              Fact("좋아하는 가수", "아이유", "[좋아하는 가수: 아이유]")]
-    for fact in facts:
-        await store.add_memory("lex", fact, "imported")
-    settings = GatewaySettings(redis_url="redis://unused", memory_address=service.address)
-    down = Downstream(settings)
-    runner = TurnRunner(settings, store, down)
+    runner, down = await runner_with_memories(store, "lex", facts, service.address)
     try:
         assert await runner.recall("lex", "로라야 보리가 밥을 안 먹어", never_warns) == "[반려동물: 고양이 보리]"
         assert await runner.recall("lex", "오늘은 뜨개질하면서 쉴래", never_warns) == "[취미: 뜨개질]"

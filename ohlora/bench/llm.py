@@ -150,12 +150,12 @@ class _TokenClock:
         return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
 
 
-def _decode_side_by_side(quick: bool, variants: dict[str, Callable[[Any, Any], object]], prompt: ChatPrompt
-                         ) -> tuple[list[list[object]], list[float], int, str]:
+def _decode_side_by_side(quick: bool, variants: dict[str, Callable[[Any, Any], object]], prompt: ChatPrompt,
+                         result: str, note: str) -> SuiteResult:
     """The mini preset's LLM loaded once per variant (each prepared by its function of (model, tokenizer)), all kept
     loaded and taking turns: decode tok/s timed from the first new token to the last (the prompt's prefill not in
-    it), and a 300-token prefill on its own as context. Returns the rows, the second variant's decode rate over the
-    first's for each of 3 rounds, the new tokens per decode, and the dtype."""
+    it), and a 300-token prefill on its own as context. `result` is the median over 3 rounds of the second variant's
+    decode rate over the first's; `note` describes the variants after the common part of the suite's note."""
     import torch
 
     from ohlora.config import load_settings
@@ -201,10 +201,15 @@ def _decode_side_by_side(quick: bool, variants: dict[str, Callable[[Any, Any], o
                 rows.append([r + 1, name, speed[name], prefill(model), sample[:40]])
             ratios.append(speed[second] / speed[first])
     rows.sort(key=lambda row: (row[0], row[1] != first))
-    return rows, ratios, new_tokens, dtype
-
-
-COMPARED_COLUMNS = ["round", "variant", "decode tok/s", "prefill 300 tokens s", "greedy text"]
+    return SuiteResult(
+        columns=["round", "variant", "decode tok/s", "prefill 300 tokens s", "greedy text"],
+        rows=rows,
+        results={result: statistics.median(ratios)},
+        notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM, no adapter) in-process, one row, greedy, {new_tokens} "
+               "new tokens; decode tok/s from the first new token to the last (the prompt's prefill not in it); median "
+               f"of 3 rounds, order alternating; {note}"],
+        dtype=dtype,
+    )
 
 
 def llm_int8(quick: bool) -> SuiteResult:
@@ -215,18 +220,10 @@ def llm_int8(quick: bool) -> SuiteResult:
     """
     from ohlora.llm.quantize import quantize_weights
 
-    rows, ratios, new_tokens, dtype = _decode_side_by_side(
+    return _decode_side_by_side(
         quick, {"plain": lambda model, tokenizer: None, "int8": lambda model, tokenizer: quantize_weights(model, "int8")},
-        _prompt(TOPICS[0]))
-    return SuiteResult(
-        columns=COMPARED_COLUMNS,
-        rows=rows,
-        results={"int8_decode_speedup": statistics.median(ratios)},
-        notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM) in-process, one row, greedy, {new_tokens} new tokens; "
-               "decode tok/s from the first new token to the last (the prompt's prefill not in it); "
-               "int8 = every Linear as ohlora.llm.quantize.Int8Linear (torch's _weight_int8pack_mm for few rows); median of 3 rounds, order alternating"],
-        dtype=dtype,
-    )
+        _prompt(TOPICS[0]), "int8_decode_speedup",
+        "int8 = every Linear as ohlora.llm.quantize.Int8Linear (torch's _weight_int8pack_mm for few rows)")
 
 
 def llm_vocabulary(quick: bool) -> SuiteResult:
@@ -238,20 +235,13 @@ def llm_vocabulary(quick: bool) -> SuiteResult:
     from ohlora.llm.vocabulary import restrict_output
     from services.llm_message.task import TUNED_SYSTEM
 
-    rows, ratios, new_tokens, dtype = _decode_side_by_side(
+    return _decode_side_by_side(
         quick, {"full": lambda model, tokenizer: None,
                 "korean": lambda model, tokenizer: restrict_output(model, tokenizer, "korean")},
-        ChatPrompt(system=TUNED_SYSTEM, user="로라야 오늘 뭐 했어? 나는 친구랑 한강에서 자전거 탔어"))
-    return SuiteResult(
-        columns=COMPARED_COLUMNS,
-        rows=rows,
-        results={"korean_vocabulary_decode_speedup": statistics.median(ratios)},
-        notes=[f"Qwen2.5-Coder-0.5B-Instruct (the mini preset's LLM, no adapter) in-process, one row, greedy, {new_tokens} "
-               "new tokens after a Korean chat turn; decode tok/s from the first new token to the last; median of 3 "
-               "rounds, order alternating; prefill column: the logits of all 300 positions (generate() computes "
-               "only the last one's)"],
-        dtype=dtype,
-    )
+        ChatPrompt(system=TUNED_SYSTEM, user="로라야 오늘 뭐 했어? 나는 친구랑 한강에서 자전거 탔어"),
+        "korean_vocabulary_decode_speedup",
+        "after a Korean chat turn; prefill column: the logits of all 300 positions (generate() computes only the "
+        "last one's)")
 
 
 def _build_adapters(base: Path, root: Path, tasks: list[str]) -> dict[str, Path]:

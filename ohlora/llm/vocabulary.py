@@ -16,6 +16,7 @@ Oh-LoRA answers in Korean.
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Literal
 
 import torch
@@ -42,8 +43,10 @@ def _byte_decoder() -> dict[str, int]:
     return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
-def token_bytes(tokenizer: PreTrainedTokenizerBase) -> list[bytes | None]:
-    """Each token's bytes (None for a token that is not byte-level BPE, e.g. a special token)."""
+@lru_cache(maxsize=4)
+def token_bytes(tokenizer: PreTrainedTokenizerBase) -> tuple[bytes | None, ...]:
+    """Each token's bytes (None for a token that is not byte-level BPE, e.g. a special token); read once per
+    tokenizer, for the restricted output layer and the syllable guard alike."""
     decoder = _byte_decoder()
     out: list[bytes | None] = []
     for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))):
@@ -51,7 +54,7 @@ def token_bytes(tokenizer: PreTrainedTokenizerBase) -> list[bytes | None]:
             out.append(bytes(decoder[ch] for ch in token) if token is not None else None)
         except KeyError:
             out.append(None)
-    return out
+    return tuple(out)
 
 
 def korean_char(ch: str) -> bool:
