@@ -7,14 +7,14 @@ adapters share one forward pass of the base: each LoRA layer adds its adapter's 
 its own rows (ohlora.llm.multi_lora, or peft's `adapter_names` for what that cannot stack),
 as S-LoRA, Punica and vLLM batch adapters, so a turn's reply and memory extraction, or its
 summary and expression, run together on one base. Each row keeps its own temperature, token budget and stop strings, and streams its
-text as tokens arrive.
+text as tokens arrive. A row whose answer comes from a fixed set (the expression) writes the stretches its answers
+share in one forward pass (ohlora.llm.decoding).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import threading
 import time
@@ -25,17 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LogitsProcessor,
-    LogitsProcessorList,
-    PreTrainedTokenizerBase,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, PreTrainedTokenizerBase
 
 from ohlora.errors import InvalidInput, QueueFull
+from ohlora.llm.answers import AnswerTrie
+from ohlora.llm.decoding import DecodeRow, decode
 from ohlora.llm.multi_lora import StackedLoRA
 from ohlora.llm.quantize import quantize_weights
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
@@ -93,7 +87,7 @@ class _Request:
 class _RowSampler(LogitsProcessor):
     """Samples each row's next token (its own temperature, top-k) and leaves only that token possible.
 
-    generate() then runs greedy and picks it. Why not do_sample=True: torch.multinomial over the whole
+    The decoding loop then takes the best, that token. Why not sample the whole row: torch.multinomial over the whole
     vocabulary draws one random number per token, ~1.5 ms per row per step on a CPU for a 49k vocabulary
     (12 ms a step for 8 rows, a tenth of a batched SmolLM2 step, growing with the batch). Drawing among
     the top-k alone costs microseconds and gives the same distribution: temperature, then top-k, then
@@ -133,45 +127,44 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | ChatPrompt) 
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-class _BatchMonitor(StoppingCriteria):
+class _BatchMonitor:
     """Called after every step: decodes each row, streams it, decides which rows are done.
 
     A row that is done gets its final update at once, not when the batch ends: a short answer
     (an expression) batched with a long one (a summary) is not held back by it.
     """
 
-    def __init__(self, engine: "LLMEngine", batch: list[_Request], prompt_width: int) -> None:
+    def __init__(self, engine: "LLMEngine", batch: list[_Request]) -> None:
         self.engine = engine
         self.batch = batch
-        self.prompt_width = prompt_width
         self.done = [req.max_new == 0 for req in batch]
         self.delivered = [False] * len(batch)
         self.texts = [""] * len(batch)
         self.counts = [0] * len(batch)
         self.prompt_texts = [engine.decode(req.prompt_ids) for req in batch]
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs: object) -> torch.BoolTensor:
-        generated = input_ids[:, self.prompt_width :].tolist()
-        for row, req in enumerate(self.batch):
-            if self.done[row]:
+    def __call__(self, rows: list[DecodeRow]) -> list[bool]:
+        for index, (req, row) in enumerate(zip(self.batch, rows)):
+            ids = row.generated
+            if self.done[index] or not (ids or row.complete):
                 continue
-            ids = generated[row]
-            self.counts[row] = len(ids)
-            text = self.engine.decode(req.prompt_ids + ids)[len(self.prompt_texts[row]) :]
-            self.texts[row] = text
+            self.counts[index] = len(ids)
+            text = self.engine.decode(req.prompt_ids + ids)[len(self.prompt_texts[index]) :]
+            self.texts[index] = text
             finished = (
                 req.cancelled
+                or row.complete
                 or len(ids) >= req.max_new
                 or ids[-1] in self.engine.eos_ids
                 or any(stop in text for stop in req.settings.stop_strings)
             )
             if finished:
-                self.done[row] = True
-                self.deliver_final(row)
+                self.done[index] = True
+                self.deliver_final(index)
             elif req.stream:
                 # A trailing U+FFFD is an incomplete multi-byte character: wait for its rest.
                 self.engine.deliver(req, GenerationUpdate(text.rstrip("\ufffd"), len(ids), len(req.prompt_ids) + len(ids), False))
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+        return list(self.done)
 
     def deliver_final(self, row: int) -> None:
         if self.delivered[row]:
@@ -232,6 +225,7 @@ class LLMEngine:
         # (adapters, rows) of recent batches: what batching actually did, for logs and tests. `adapters` is the
         # adapter's name (None: the bare base), or its sorted names joined by "+" for a mixed batch.
         self.recent_batches: deque[tuple[str | None, int]] = deque(maxlen=256)
+        self._answer_tries: dict[tuple[str, ...], AnswerTrie] = {}
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -372,44 +366,18 @@ class LLMEngine:
 
     def _run_batch(self, batch: list[_Request]) -> None:
         started = time.perf_counter()
-        width = max(len(r.prompt_ids) for r in batch)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch], device=self.device)
-        attention = torch.tensor(
-            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch], device=self.device
-        )
-        monitor = _BatchMonitor(self, batch, width)
-        max_new = max(r.max_new for r in batch)
-        if max_new > 0:
-            # Sampling is set here in full; per-row temperature, top-k and stops live in the processors.
-            config = copy.deepcopy(self.model.generation_config)
-            config.update(
-                max_new_tokens=max_new,
-                max_length=None,
-                min_length=0,
-                min_new_tokens=None,
-                do_sample=False,  # _RowSampler samples; greedy then takes its token
-                temperature=None,
-                top_k=None,
-                top_p=None,
-                pad_token_id=pad,
-                stop_strings=None,
-            )
+        monitor = _BatchMonitor(self, batch)
+        rows = [DecodeRow(r.prompt_ids, r.max_new, self._answer_trie(r.settings.answers)) for r in batch]
+        if any(r.max_new > 0 for r in batch):
             adapters = [r.adapter for r in batch]
             mixed = len(set(adapters)) > 1
             # A mixed batch runs on the stacked adapters, or names each row's adapter to peft ("__base__": the base).
             per_row = {"adapter_names": [a or "__base__" for a in adapters]} if mixed and self.stacked is None else {}
-            rows = self.stacked.rows(adapters) if mixed and self.stacked is not None else contextlib.nullcontext()
-            with self._torch_lock, torch.inference_mode(), self._adapter_context(None if mixed else adapters[0], mixed), rows:
-                self.model.generate(
-                    input_ids=input_ids,
-                    generation_config=config,
-                    attention_mask=attention,
-                    logits_processor=LogitsProcessorList([*self.guards, _RowSampler(
-                        [r.settings.temperature for r in batch], generators=[r.generator for r in batch])]),
-                    stopping_criteria=StoppingCriteriaList([monitor]),
-                    **per_row,
-                )
+            stacked = self.stacked.rows(adapters) if mixed and self.stacked is not None else contextlib.nullcontext()
+            sampler = _RowSampler([r.settings.temperature for r in batch], generators=[r.generator for r in batch])
+            with self._torch_lock, torch.inference_mode(), self._adapter_context(None if mixed else adapters[0], mixed), stacked:
+                decode(self.model, rows, pad_id=self.tokenizer.pad_token_id, end_ids=self.eos_ids, guards=self.guards,
+                       sampler=sampler, monitor=monitor, model_kwargs=per_row)
         elapsed = time.perf_counter() - started
         tokens = sum(monitor.counts)
         metrics.GENERATED_TOKENS.labels(self.name).inc(tokens)
@@ -417,7 +385,15 @@ class LLMEngine:
         if elapsed > 0:
             metrics.TOKENS_PER_SECOND.labels(self.name).set(tokens / elapsed)
         for row in range(len(batch)):
-            monitor.deliver_final(row)  # rows still running when generation stopped, or with nothing to generate
+            monitor.deliver_final(row)  # rows cancelled mid-batch, or with nothing to generate
+
+    def _answer_trie(self, answers: tuple[str, ...]) -> AnswerTrie | None:
+        """A task's answer set as token paths, built once per set (ohlora.llm.answers)."""
+        if not answers:
+            return None
+        if answers not in self._answer_tries:
+            self._answer_tries[answers] = AnswerTrie(self.tokenizer, answers)
+        return self._answer_tries[answers]
 
     def _adapter_context(self, adapter: str | None, mixed: bool = False):
         """Selects the adapter for a batch; no adapter means the bare base; a mixed batch names them per row."""

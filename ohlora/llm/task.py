@@ -57,6 +57,9 @@ class GenerationSettings:
     stop_strings: tuple[str, ...] = ()
     reject_at_tokens: int | None = None
     count_tokens: Literal["new", "total"] = "new"
+    # When set, the answer is one of these texts: the engine samples only where they part ways and writes what
+    # they share without sampling (ohlora.llm.answers). The parser still checks it.
+    answers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.max_new_tokens is None) == (self.max_total_tokens is None):
