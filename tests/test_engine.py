@@ -85,15 +85,28 @@ async def test_batches_hold_one_adapter_when_mixing_is_off(engine):
         engine.mixed_adapter_batches = True
 
 
-async def test_requests_arriving_during_a_batch_join_the_next(engine):
+async def test_requests_arriving_during_a_batch_join_it(engine):
+    """Requests sent while a long one decodes join its batch between two steps, on their own adapters, and get
+    what they get alone; the long one is still running when they are answered."""
+    late = [("늦은 요청 0", "message"), ("늦은 요청 1", "pose"), ("늦은 요청 2", None)]
+    alone = [await final(engine, p, GREEDY, a) for p, a in late]
     engine.recent_batches.clear()
-    long = GenerationSettings(temperature=0.0, max_new_tokens=60)
-    first = asyncio.create_task(final(engine, "첫 요청", long, "message"))
+    finished: list[str] = []
+
+    async def run(prompt: str, settings: GenerationSettings, adapter: str | None):
+        update = await final(engine, prompt, settings, adapter)
+        finished.append(prompt)
+        return update
+
+    first = asyncio.create_task(run("첫 요청", GenerationSettings(temperature=0.0, max_new_tokens=60), "message"))
     while not engine.recent_batches:
         await asyncio.sleep(0.001)
-    later = [final(engine, f"늦은 요청 {i}", GREEDY, "message") for i in range(3)]
-    await asyncio.gather(first, *later)
-    assert list(engine.recent_batches) == [("message", 1), ("message", 3)]
+    together = await asyncio.gather(*(run(p, GREEDY, a) for p, a in late))
+    long = await first
+    assert list(engine.recent_batches) == [("base+message+pose", 4)]
+    assert finished[-1] == "첫 요청" and long.new_tokens == 60, "the late requests were answered inside the long one's batch"
+    assert [t.text for t in together] == [a.text for a in alone]
+    assert len({a.text for a in alone}) == 3
 
 
 async def test_requests_sent_together_share_a_batch(engine):
@@ -198,12 +211,12 @@ def test_row_sampler_draws_from_temperature_then_top_k_and_greedy_rows_take_the_
     """The sampler replaces do_sample's full-vocabulary multinomial; its distribution must be the same."""
     import torch
 
-    from ohlora.llm.engine import _RowSampler
+    from ohlora.llm.decoding import RowSampler
 
     torch.manual_seed(0)
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.5, -1.0, -2.0]])
     scores = logits.repeat(3, 1)
-    sampler = _RowSampler([0.7, 0.0, 2.0], top_k=3)
+    sampler = RowSampler([0.7, 0.0, 2.0], top_k=3)
     counts = torch.zeros(3, 6)
     for _ in range(4000):
         out = sampler(None, scores.clone())

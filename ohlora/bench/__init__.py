@@ -42,6 +42,7 @@ _SUITES = {
     "web-overhead": "ohlora.bench.web:web_overhead",
     "mini-quality": "ohlora.bench.mini:mini_quality",
     "mini-timing": "ohlora.bench.mini:mini_timing",
+    "mini-expression": "ohlora.bench.mini:mini_expression",
     "load": "ohlora.bench.load:load",
     "recall": "ohlora.bench.recall:recall",
 }

@@ -282,3 +282,56 @@ def mini_timing(quick: bool) -> SuiteResult:
                f"reply done {reply_s['auto']:.2f} s vs {reply_s['few-shot']:.2f} s"],
         dtype="auto",
     )
+
+
+def mini_expression(quick: bool) -> SuiteResult:
+    """The expression task on the mini preset as shipped: sampled token by token vs from its answer set, side by side.
+
+    With the answer set (ohlora.llm.answers) the engine samples only the three choices and writes the rest of
+    "(눈 X, 입 Y, 고개 돌림 Z)" in the passes that choose them. Each expression runs alone, as the service runs it
+    after a reply, attempts and fallback included; the two ways take turns, in alternating order, on the persona
+    dataset's valid replies, seeded alike.
+    """
+    return asyncio.run(_expression(quick))
+
+
+async def _expression(quick: bool) -> SuiteResult:
+    from dataclasses import replace
+
+    from services.llm_pose.task import POSE_TASK
+
+    settings = load_settings(preset_config("mini"))
+    dialect = settings.llm.dialect_of("pose")
+    engine = load_engine(settings)
+    engine.start()
+    generator = engine.for_adapter("pose" if engine.has_adapter("pose") else None)
+    chosen = POSE_TASK.settings_for(dialect)
+    free = replace(POSE_TASK, settings={**POSE_TASK.settings, dialect: replace(chosen, answers=())})
+    ways = {"token by token": free, "answer set": POSE_TASK}
+    replies = [r.output_message for r in eval_rows(True)][: 8 if quick else 24]
+    for spec in ways.values():  # the first generation of each shape pays one-off costs
+        await complete_task(generator, spec, dialect, reply=replies[0])
+    rows: list[list[object]] = []
+    for i, reply in enumerate(replies):
+        for name, spec in (list(ways.items()) if i % 2 == 0 else reversed(ways.items())):
+            started = time.perf_counter()
+            result = await complete_task(generator, spec, dialect, reply=reply)
+            words = result.value
+            rows.append([reply, name, time.perf_counter() - started, result.stats.attempts, result.stats.generated_tokens,
+                         "fallback" if result.stats.fallback else f"{words.eyes}/{words.mouth}/{words.pose}"])
+    await engine.stop()
+    seconds = {name: statistics.median(float(r[2]) for r in rows if r[1] == name) for name in ways}
+    valid = {name: sum(r[5] != "fallback" for r in rows if r[1] == name) / len(replies) for name in ways}
+    same = sum(a[5] == b[5] for a, b in zip(rows[::2], rows[1::2]))
+    return SuiteResult(
+        columns=["reply", "decoding", "seconds", "attempts", "tokens", "expression"],
+        rows=rows,
+        results={"expression_answer_set_speedup": seconds["token by token"] / seconds["answer set"],
+                 "expression_valid_share_token_by_token": valid["token by token"],
+                 "expression_valid_share_answer_set": valid["answer set"]},
+        notes=[f"mini preset as shipped ({dialect.value} dialect), in-process, one expression at a time, seeded; "
+               f"{len(replies)} replies of the valid split, each both ways in alternating order; median "
+               f"{seconds['token by token']:.2f} s token by token vs {seconds['answer set']:.2f} s from the answer set",
+               f"the same words both ways for {same}/{len(replies)} replies (each way samples its own choices)"],
+        dtype=settings.llm.dtype,
+    )

@@ -1,18 +1,25 @@
 """The decoding loop: a batch of rows, one forward pass per step, each row growing by its own tokens.
 
-Why not transformers' generate(): a row whose answer comes from a fixed set (the expression's
-"(눈 X, 입 Y, 고개 돌림 Z)", ohlora.llm.answers) has stretches no choice can change, and this loop writes such a
-stretch in the same forward pass as the token before it, where generate() spends a pass on every token. Rows
-of one batch then grow by different numbers of tokens in a step: a row's shorter step is padded on its left and
-the attention mask hides the padding, as it hides a prompt's left padding; each row's positions count its own
-tokens only. Everything else is what generate() did for the engine: a key/value cache, last-position logits,
-float32 scores through the guards and the row sampler, greedy on what they leave.
+Why not transformers' generate(), which the engine used before:
+- A row whose answer comes from a fixed set (the expression's "(눈 X, 입 Y, 고개 돌림 Z)", ohlora.llm.answers) has
+  stretches no choice can change. This loop writes such a stretch in the same forward pass as the token before it,
+  where generate() spends a pass on every token. Rows of one batch then grow by different numbers of tokens in a
+  step: a row's shorter step is padded on its left and the attention mask hides the padding, as it hides a
+  prompt's left padding; each row's positions count its own tokens only.
+- A finished row leaves the batch (its cache rows go), where generate() keeps computing it until the last row
+  ends. A turn's memory extraction (a few tokens, on its own adapter) shares the reply's batch; on `mini` the
+  reply then decoded 35 % slower to its end (AVX2-capped fp32, docs/benchmarks.md). Once the extraction is done,
+  the reply's steps are the bare base's again.
+Everything else is what generate() did for the engine: a key/value cache, last-position logits, float32 scores
+through the guards and the row sampler, greedy on what they leave.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
@@ -20,13 +27,52 @@ from transformers import DynamicCache, LogitsProcessor
 
 from ohlora.llm.answers import AnswerNode, AnswerTrie
 
+# Sampling defaults of the original's transformers version (top-k 50, no top-p cut).
+TOP_K = 50
+
+
+class RowSampler(LogitsProcessor):
+    """Samples each row's next token (its own temperature, top-k) and leaves only that token possible.
+
+    The decoding loop then takes the best, that token. Why not sample the whole row: torch.multinomial over the whole
+    vocabulary draws one random number per token, ~1.5 ms per row per step on a CPU for a 49k vocabulary
+    (12 ms a step for 8 rows, a tenth of a batched SmolLM2 step, growing with the batch). Drawing among
+    the top-k alone costs microseconds and gives the same distribution: temperature, then top-k, then
+    softmax, as transformers' own warpers do. Temperature 0 means greedy for that row.
+    """
+
+    def __init__(self, temperatures: list[float], top_k: int = TOP_K,
+                 generators: list[torch.Generator | None] | None = None) -> None:
+        self.temperatures = torch.tensor(temperatures, dtype=torch.float32).unsqueeze(1)
+        self.greedy = self.temperatures.squeeze(1) <= 0
+        self.top_k = top_k
+        self.generators = generators if generators and any(g is not None for g in generators) else None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        k = min(self.top_k, scores.shape[-1])
+        top, candidates = scores.float().topk(k, dim=-1)  # sorted, best first
+        temperatures = self.temperatures.to(scores.device).clamp_min(1e-5)
+        probs = torch.softmax(top / temperatures, dim=-1)
+        if self.generators is None:
+            choice = torch.multinomial(probs, 1)
+        else:  # seeded rows: each draws from its own generator, whatever else is in the batch
+            choice = torch.cat([torch.multinomial(probs[row].cpu(), 1, generator=g).to(probs.device) for row, g in
+                                enumerate(self.generators)]).unsqueeze(1)
+        choice[self.greedy.to(scores.device)] = 0
+        chosen = candidates.gather(-1, choice)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(-1, chosen, 0.0)
+
 
 @dataclass
 class DecodeRow:
-    """One row of a batch: its prompt, its budget, its answer set if it has one, and what it wrote so far."""
+    """One row of a batch: its prompt, budget, sampling and adapter, its answer set if any, and what it wrote."""
 
     prompt: list[int]
     max_new: int
+    temperature: float = 0.0
+    generator: torch.Generator | None = None  # set under llm.seed
+    adapter: str | None = None
     answers: AnswerTrie | None = None
     generated: list[int] = field(default_factory=list)
     node: AnswerNode | None = None  # where the row is among its answers' token paths
@@ -35,6 +81,13 @@ class DecodeRow:
     @property
     def complete(self) -> bool:
         return self.node is not None and self.node.complete
+
+    def start(self) -> None:
+        """The first pass reads the prompt, and the opening the row's answers share (if it has an answer set)."""
+        if self.answers is not None:
+            self.node = self.answers.root
+            self.write([])
+        self.feed = self.prompt + self.feed
 
     def write(self, tokens: list[int]) -> None:
         """Appends tokens, then the stretch of the answer set that follows them with no choice left."""
@@ -54,12 +107,37 @@ class DecodeRow:
 # Decides after each step which rows are done (end of text, budget, stop strings, cancelled, complete answer)
 # and streams their text: the engine's _BatchMonitor.
 Monitor = Callable[[list[DecodeRow]], list[bool]]
+# Requests that arrived while the batch runs, as rows to join it; told how many rows are running.
+Admit = Callable[[int], list[DecodeRow]]
+# Selects the rows' adapters for the forward passes within it, and gives the keyword arguments they need
+# (peft's `adapter_names`, where adapters cannot be stacked): the engine's _adapters_of.
+AdapterScope = Callable[[list[DecodeRow]], AbstractContextManager[dict[str, object]]]
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
     """transformers renamed `past_key_values` to `cache` within 5.x; the base's forward says which it takes."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _constrain(rows: list[DecodeRow], raw: torch.Tensor, scores: torch.Tensor, end_ids: set[int]) -> None:
+    """Leaves a row with an answer set only the tokens that keep to one of its answers, at the model's scores."""
+    for index, row in enumerate(rows):
+        if row.node is None:
+            continue
+        allowed = torch.tensor(row.allowed(end_ids), device=scores.device)
+        kept = raw[index, allowed]
+        scores[index] = float("-inf")
+        # A model whose output vocabulary lacks every allowed token still answers from the set.
+        scores[index, allowed] = torch.zeros_like(kept) if torch.isinf(kept).all() else kept
+
+
+def _add_cache_rows(cache: DynamicCache, count: int) -> None:
+    """Room for rows joining a running batch: zero keys and values the attention mask hides."""
+    for layer in cache.layers:
+        if layer.get_seq_length() > 0:
+            layer.keys = torch.cat([layer.keys, layer.keys.new_zeros((count, *layer.keys.shape[1:]))])
+            layer.values = torch.cat([layer.values, layer.values.new_zeros((count, *layer.values.shape[1:]))])
 
 
 def decode(
@@ -69,50 +147,69 @@ def decode(
     pad_id: int,
     end_ids: set[int],
     guards: list[LogitsProcessor],
-    sampler: LogitsProcessor,
     monitor: Monitor,
-    model_kwargs: dict[str, object] | None = None,
+    adapters_of: AdapterScope,
+    admit: Admit = lambda running: [],
 ) -> int:
-    """Runs the batch until the monitor says every row is done; returns the number of forward passes."""
+    """Runs the batch until the monitor says every row is done; returns the number of forward passes.
+
+    Rows that `admit` hands over between two passes join the batch (and `rows`, for the monitor): their prompt
+    is read in the next pass, beside the other rows' next tokens, so a request that arrives while a long reply
+    decodes waits one step, not for the whole reply.
+    """
     device = next(model.parameters()).device
     cache = DynamicCache(config=model.config)
     cache_argument = _cache_argument(model)
     for row in rows:
-        if row.answers is not None:
-            row.node = row.answers.root
-            row.write([])  # the answers' common opening rides on the prompt's forward pass
-        row.feed = row.prompt + row.feed
+        row.start()
+    active = list(range(len(rows)))  # the rows still in the batch, in cache order
     mask = torch.zeros((len(rows), 0), dtype=torch.long, device=device)
     passes = 0
     done = monitor(rows)
-    while not all(done):
-        width = max(len(row.feed) for row in rows)
-        step = torch.tensor([[pad_id] * (width - len(r.feed)) + r.feed for r in rows], device=device)
-        fresh = torch.tensor([[0] * (width - len(r.feed)) + [1] * len(r.feed) for r in rows], device=device)
-        mask = torch.cat([mask, fresh], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, -width:]
-        out = model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                    **{cache_argument: cache}, **(model_kwargs or {}))
-        passes += 1
-        scores = out.logits[:, -1, :].to(dtype=torch.float32)
-        raw = scores.clone() if any(r.node is not None for r in rows) else scores
-        length = max(len(r.prompt) + len(r.generated) for r in rows)
-        sequences = torch.tensor([[pad_id] * (length - len(r.prompt) - len(r.generated)) + r.prompt + r.generated
-                                  for r in rows], device=device)
-        for guard in guards:  # a fixed answer set needs no guard: its paths are whole texts already
-            scores = guard(sequences, scores)
-        for index, row in enumerate(rows):
-            if row.node is not None and not done[index]:
-                allowed = torch.tensor(row.allowed(end_ids), device=device)
-                kept = raw[index, allowed]
-                scores[index] = float("-inf")
-                # A model whose output vocabulary lacks every allowed token still answers from the set.
-                scores[index, allowed] = torch.zeros_like(kept) if torch.isinf(kept).all() else kept
-        chosen = sampler(sequences, scores).argmax(-1).tolist()
-        for index, row in enumerate(rows):
-            if done[index]:
-                row.feed = []
-            else:
-                row.write([chosen[index]])
-        done = monitor(rows)
+    batch: list[DecodeRow] = []  # empty: the rows changed, their adapters and sampler are chosen again
+    with contextlib.ExitStack() as scope:
+        while True:
+            if passes and (joined := admit(sum(not d for d in done))):
+                for row in joined:
+                    row.start()
+                _add_cache_rows(cache, len(joined))
+                mask = torch.cat([mask, mask.new_zeros((len(joined), mask.shape[1]))])
+                active += range(len(rows), len(rows) + len(joined))
+                rows += joined
+                done += [False] * len(joined)
+                scope.close()
+                batch = []
+            if all(done):
+                break
+            if len(active) > sum(not done[i] for i in active):  # finished rows leave the batch
+                keep = [n for n, i in enumerate(active) if not done[i]]
+                if passes:
+                    cache.batch_select_indices(torch.tensor(keep, device=device))
+                mask = mask[keep]
+                active = [active[n] for n in keep]
+                scope.close()
+                batch = []
+            if not batch:
+                batch = [rows[i] for i in active]
+                kwargs = scope.enter_context(adapters_of(batch))
+                sampler = RowSampler([r.temperature for r in batch], generators=[r.generator for r in batch])
+            width = max(len(row.feed) for row in batch)
+            step = torch.tensor([[pad_id] * (width - len(r.feed)) + r.feed for r in batch], device=device)
+            fresh = torch.tensor([[0] * (width - len(r.feed)) + [1] * len(r.feed) for r in batch], device=device)
+            mask = torch.cat([mask, fresh], dim=1)
+            positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, -width:]
+            out = model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                        **{cache_argument: cache}, **kwargs)
+            passes += 1
+            scores = out.logits[:, -1, :].to(dtype=torch.float32)
+            raw = scores.clone() if any(r.node is not None for r in batch) else scores
+            length = max(len(r.prompt) + len(r.generated) for r in batch)
+            sequences = torch.tensor([[pad_id] * (length - len(r.prompt) - len(r.generated)) + r.prompt + r.generated
+                                      for r in batch], device=device)
+            for guard in guards:
+                scores = guard(sequences, scores)
+            _constrain(batch, raw, scores, end_ids)  # a fixed answer's paths are whole texts: no guard needed
+            for row, token in zip(batch, sampler(sequences, scores).argmax(-1).tolist()):
+                row.write([token])
+            done = monitor(rows)
     return passes

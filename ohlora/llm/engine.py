@@ -1,14 +1,13 @@
 """The LLM engine shared by the four tasks: one base model, any number of LoRA adapters.
 
-Requests queue up (bounded; a full queue is RESOURCE_EXHAUSTED). One scheduler runs
-one batch at a time: it takes the waiting requests oldest first, whatever their adapter,
-so requests that arrive while a batch runs join the next one. Rows of different LoRA
-adapters share one forward pass of the base: each LoRA layer adds its adapter's delta to
-its own rows (ohlora.llm.multi_lora, or peft's `adapter_names` for what that cannot stack),
-as S-LoRA, Punica and vLLM batch adapters, so a turn's reply and memory extraction, or its
-summary and expression, run together on one base. Each row keeps its own temperature, token budget and stop strings, and streams its
-text as tokens arrive. A row whose answer comes from a fixed set (the expression) writes the stretches its answers
-share in one forward pass (ohlora.llm.decoding).
+Requests queue up (bounded; a full queue is RESOURCE_EXHAUSTED). One scheduler runs one batch at a time: it
+takes the waiting requests oldest first, whatever their adapter, and requests that arrive while a batch runs
+join it between two forward passes (continuous batching, ohlora.llm.decoding), so a turn's memory extraction
+decodes beside its reply, not after it. Rows of different LoRA adapters share one forward pass of the base: each
+LoRA layer adds its adapter's delta to its own rows (ohlora.llm.multi_lora, or peft's `adapter_names` for what
+that cannot stack), as S-LoRA, Punica and vLLM batch adapters. Each row keeps its own temperature, token budget
+and stop strings, streams its text as tokens arrive, and leaves the batch when it is done. A row whose answer
+comes from a fixed set (the expression) writes the stretches its answers share in one forward pass.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +37,6 @@ from ohlora.runtime import metrics
 from ohlora.runtime.device import choose_dtype, resolve_device
 
 log = logging.getLogger(__name__)
-
-# Sampling defaults of the original's transformers version (top-k 50, no top-p cut).
-TOP_K = 50
-
 
 @dataclass
 class EngineConfig:
@@ -84,39 +79,6 @@ class _Request:
         return max(0, self.settings.max_total_tokens - len(self.prompt_ids))
 
 
-class _RowSampler(LogitsProcessor):
-    """Samples each row's next token (its own temperature, top-k) and leaves only that token possible.
-
-    The decoding loop then takes the best, that token. Why not sample the whole row: torch.multinomial over the whole
-    vocabulary draws one random number per token, ~1.5 ms per row per step on a CPU for a 49k vocabulary
-    (12 ms a step for 8 rows, a tenth of a batched SmolLM2 step, growing with the batch). Drawing among
-    the top-k alone costs microseconds and gives the same distribution: temperature, then top-k, then
-    softmax, as transformers' own warpers do. Temperature 0 means greedy for that row.
-    """
-
-    def __init__(self, temperatures: list[float], top_k: int = TOP_K,
-                 generators: list[torch.Generator | None] | None = None) -> None:
-        self.temperatures = torch.tensor(temperatures, dtype=torch.float32).unsqueeze(1)
-        self.greedy = self.temperatures.squeeze(1) <= 0
-        self.top_k = top_k
-        self.generators = generators if generators and any(g is not None for g in generators) else None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        k = min(self.top_k, scores.shape[-1])
-        top, candidates = scores.float().topk(k, dim=-1)  # sorted, best first
-        temperatures = self.temperatures.to(scores.device).clamp_min(1e-5)
-        probs = torch.softmax(top / temperatures, dim=-1)
-        if self.generators is None:
-            choice = torch.multinomial(probs, 1)
-        else:  # seeded rows: each draws from its own generator, whatever else is in the batch
-            choice = torch.cat([torch.multinomial(probs[row].cpu(), 1, generator=g).to(probs.device) for row, g in
-                                enumerate(self.generators)]).unsqueeze(1)
-        choice[self.greedy.to(scores.device)] = 0
-        chosen = candidates.gather(-1, choice)
-        only = torch.full_like(scores, float("-inf"))
-        return only.scatter_(-1, chosen, 0.0)
-
-
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | ChatPrompt) -> list[int]:
     """Prompt token ids, as served and as `ohlora train` fine-tunes on them (the answer's ids follow these)."""
     if isinstance(prompt, str):
@@ -142,6 +104,14 @@ class _BatchMonitor:
         self.texts = [""] * len(batch)
         self.counts = [0] * len(batch)
         self.prompt_texts = [engine.decode(req.prompt_ids) for req in batch]
+
+    def add(self, req: _Request) -> None:
+        """A request that joined the running batch (the caller appended it to the batch)."""
+        self.done.append(req.max_new == 0)
+        self.delivered.append(False)
+        self.texts.append("")
+        self.counts.append(0)
+        self.prompt_texts.append(self.engine.decode(req.prompt_ids))
 
     def __call__(self, rows: list[DecodeRow]) -> list[bool]:
         for index, (req, row) in enumerate(zip(self.batch, rows)):
@@ -202,14 +172,16 @@ class LLMEngine:
         self.name = name
         # Run before sampling on every row (the Korean vocabulary's syllable guard, ohlora.llm.vocabulary).
         self.guards = guards or []
-        # A batch starts no earlier than this after its oldest request arrived, so requests sent
-        # together (a turn's reply and memory extraction) share one forward pass instead of the
-        # second waiting for the whole first generation. Off by default: on a CPU, prefill is
-        # compute-bound and sharing it delayed the reply's first text (mini, docs/benchmarks.md).
+        # A batch starts no earlier than this after its oldest request arrived, so requests sent together (a turn's
+        # reply and memory extraction) share their prompts' forward pass; without it the second joins at the next
+        # step. Off by default: on a CPU, prefill is compute-bound and sharing it delayed the reply's first text
+        # (mini, docs/benchmarks.md).
         self.batch_window = batch_window_ms / 1000
         self.mixed_adapter_batches = mixed_adapter_batches and self._adapters_can_mix()
-        # Mixed batches run on stacked adapters where they are plain LoRA, else through peft's adapter_names.
-        self.stacked = StackedLoRA.build(model, adapters) if self.mixed_adapter_batches and len(adapters) > 1 else None
+        # Mixed batches run on stacked adapters where they are plain LoRA, else through peft's adapter_names. One
+        # adapter is stacked too: its rows share batches with the bare base's (mini's memory extraction beside the
+        # reply), where peft's adapter_names cost a mixed step 10-20 % more (AVX2-capped fp32, docs/benchmarks.md).
+        self.stacked = StackedLoRA.build(model, adapters) if self.mixed_adapter_batches and adapters else None
         eos = tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         ids = {eos} if eos is not None else set()
@@ -219,6 +191,7 @@ class LLMEngine:
         self._wakeup = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self._torch_lock = threading.Lock()
+        self._queue_lock = threading.Lock()  # _waiting: appended by the event loop, taken by it and by decoding
         # llm.seed: each request draws from its own generator, seeded by the seed and its prompt and adapter,
         # so a run repeats whatever batches the requests happened to share (benchmarks compare like with like).
         self.seed = seed
@@ -327,7 +300,8 @@ class LLMEngine:
         if self.seed is not None:
             key = f"{self.seed}|{adapter}|{settings.temperature}|".encode() + bytes(str(prompt_ids), "ascii")
             req.generator = torch.Generator().manual_seed(zlib.crc32(key))
-        self._waiting.append(req)
+        with self._queue_lock:
+            self._waiting.append(req)
         metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
         self._wakeup.set()
         return req
@@ -344,40 +318,57 @@ class LLMEngine:
             wait = self._waiting[0].arrived + self.batch_window - time.monotonic()
             if wait > 0:  # a fresh request: give the ones sent with it a moment to arrive
                 await asyncio.sleep(wait)
-            if self.mixed_adapter_batches:
-                batch = self._waiting[: self.max_batch_size]
-            else:
-                first = self._waiting[0].adapter
-                batch = [r for r in self._waiting if r.adapter == first][: self.max_batch_size]
-            self._waiting = [r for r in self._waiting if r not in batch]
-            metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
-            batch = [r for r in batch if not r.cancelled]
+            batch = self._take(self.max_batch_size, None if self.mixed_adapter_batches else self._waiting[0].adapter)
             if not batch:
                 continue
-            adapters = sorted({r.adapter or "" for r in batch})
-            self.recent_batches.append((batch[0].adapter if len(adapters) == 1 else "+".join(a or "base" for a in adapters),
-                                        len(batch)))
+            self.recent_batches.append(self._batch_label(batch))
             try:
                 await asyncio.to_thread(self._run_batch, batch)
-            except Exception as exc:  # noqa: BLE001 - reported to every waiting caller
+            except Exception as exc:  # noqa: BLE001 - reported to every waiting caller, those who joined included
                 log.exception("batch failed")
                 for req in batch:
                     req.loop.call_soon_threadsafe(req.updates.put_nowait, exc)  # type: ignore[arg-type]
 
+    def _take(self, room: int, adapter: str | None, running: bool = False) -> list[_Request]:
+        """Up to `room` waiting requests, oldest first (of `adapter` only, when set), off the queue.
+
+        Cancelled ones are dropped. A running batch (`running`) takes only requests with tokens to generate.
+        Called from the scheduler and from the decoding thread (requests joining a running batch): under a lock.
+        """
+        with self._queue_lock:
+            fits = [r for r in self._waiting if adapter is None or r.adapter == adapter]
+            if running:
+                fits = [r for r in fits if r.max_new > 0 and not r.cancelled]
+            taken = fits[: max(0, room)]
+            self._waiting = [r for r in self._waiting if r not in taken]
+        metrics.QUEUE_DEPTH.labels(self.name).set(len(self._waiting))
+        return [r for r in taken if not r.cancelled]
+
+    @staticmethod
+    def _batch_label(batch: list[_Request]) -> tuple[str | None, int]:
+        adapters = sorted({r.adapter or "" for r in batch})
+        return batch[0].adapter if len(adapters) == 1 else "+".join(a or "base" for a in adapters), len(batch)
+
     def _run_batch(self, batch: list[_Request]) -> None:
+        """Decodes `batch`; requests that arrive meanwhile join it (and `batch`) between two forward passes."""
         started = time.perf_counter()
         monitor = _BatchMonitor(self, batch)
-        rows = [DecodeRow(r.prompt_ids, r.max_new, self._answer_trie(r.settings.answers)) for r in batch]
+        rows = [self._row(r) for r in batch]
+
+        def admit(running: int) -> list[DecodeRow]:
+            joined = self._take(self.max_batch_size - running, None if self.mixed_adapter_batches else batch[0].adapter,
+                                running=True)
+            for req in joined:
+                batch.append(req)
+                monitor.add(req)
+            if joined:
+                self.recent_batches[-1] = self._batch_label(batch)
+            return [self._row(r) for r in joined]
+
         if any(r.max_new > 0 for r in batch):
-            adapters = [r.adapter for r in batch]
-            mixed = len(set(adapters)) > 1
-            # A mixed batch runs on the stacked adapters, or names each row's adapter to peft ("__base__": the base).
-            per_row = {"adapter_names": [a or "__base__" for a in adapters]} if mixed and self.stacked is None else {}
-            stacked = self.stacked.rows(adapters) if mixed and self.stacked is not None else contextlib.nullcontext()
-            sampler = _RowSampler([r.settings.temperature for r in batch], generators=[r.generator for r in batch])
-            with self._torch_lock, torch.inference_mode(), self._adapter_context(None if mixed else adapters[0], mixed), stacked:
+            with self._torch_lock, torch.inference_mode():
                 decode(self.model, rows, pad_id=self.tokenizer.pad_token_id, end_ids=self.eos_ids, guards=self.guards,
-                       sampler=sampler, monitor=monitor, model_kwargs=per_row)
+                       monitor=monitor, adapters_of=self._adapters_of, admit=admit)
         elapsed = time.perf_counter() - started
         tokens = sum(monitor.counts)
         metrics.GENERATED_TOKENS.labels(self.name).inc(tokens)
@@ -387,6 +378,27 @@ class LLMEngine:
         for row in range(len(batch)):
             monitor.deliver_final(row)  # rows cancelled mid-batch, or with nothing to generate
 
+    def _row(self, req: _Request) -> DecodeRow:
+        return DecodeRow(req.prompt_ids, req.max_new, req.settings.temperature, req.generator, req.adapter,
+                         self._answer_trie(req.settings.answers))
+
+    @contextlib.contextmanager
+    def _adapters_of(self, rows: list[DecodeRow]) -> Iterator[dict[str, object]]:
+        """Runs the rows' forward passes on their adapters: one for all, stacked per row, or named to peft per row.
+
+        The decoding loop asks again when finished rows leave, so a reply left alone after its memory extraction
+        runs on the bare base again.
+        """
+        adapters = [row.adapter for row in rows]
+        if len(set(adapters)) == 1:
+            with self._adapter_context(adapters[0]):
+                yield {}
+        elif self.stacked is not None:
+            with self.stacked.rows(adapters):
+                yield {}
+        else:  # "__base__": peft's name for the bare base
+            yield {"adapter_names": [a or "__base__" for a in adapters]}
+
     def _answer_trie(self, answers: tuple[str, ...]) -> AnswerTrie | None:
         """A task's answer set as token paths, built once per set (ohlora.llm.answers)."""
         if not answers:
@@ -395,9 +407,9 @@ class LLMEngine:
             self._answer_tries[answers] = AnswerTrie(self.tokenizer, answers)
         return self._answer_tries[answers]
 
-    def _adapter_context(self, adapter: str | None, mixed: bool = False):
-        """Selects the adapter for a batch; no adapter means the bare base; a mixed batch names them per row."""
-        if not self.adapters or mixed:
+    def _adapter_context(self, adapter: str | None) -> contextlib.AbstractContextManager[object]:
+        """Selects one adapter for every row; no adapter means the bare base."""
+        if not self.adapters:
             return contextlib.nullcontext()
         if adapter is None:
             return self.model.disable_adapter()

@@ -78,6 +78,12 @@ def draw_weights(
     return (-1 * drawn[0], -1 * drawn[1], -1 * drawn[2])
 
 
+# Every answer the chat dialects may give: the engine samples only the three choices and writes the rest
+# (ohlora.llm.answers). The original dialect samples freely, as the original did, at its temperature of 1.5.
+EXPRESSION_ANSWERS = tuple(f"(눈 {eyes}, 입 {mouth}, 고개 돌림 {pose})"
+                           for eyes in EYES_WORDS for mouth in MOUTH_WORDS for pose in POSE_WORDS)
+
+
 def build_prompt(reply: str) -> str:
     return f"{reply} {ANSWER_START}"
 
@@ -113,7 +119,7 @@ POSE_TASK: TaskSpec[ExpressionWords] = TaskSpec(
     settings={
         Dialect.ORIGINAL: GenerationSettings(temperature=1.5, max_new_tokens=32, stop_strings=(ORIGINAL_STOP,)),
         # A small instruct model loses the format at 1.5; variety comes from the weight draw.
-        Dialect.CHAT: GenerationSettings(temperature=0.7, max_new_tokens=32),
+        Dialect.CHAT: GenerationSettings(temperature=0.7, max_new_tokens=32, answers=EXPRESSION_ANSWERS),
     },
     build_prompt=build_prompt,
     build_chat=build_chat,
