@@ -204,3 +204,24 @@ def test_the_syllable_guard_lets_byte_pieces_build_only_syllables_the_vocabulary
     # A row that ends on a whole character is left alone.
     untouched = guard(torch.tensor([tokenizer.encode("나 오늘", add_special_tokens=False)]), torch.zeros(1, 151936))
     assert torch.isfinite(untouched).all()
+
+
+def test_on_qwen_an_expression_is_three_choices_and_the_rest_is_written(mini: MiniPreset):
+    """With the real tokenizer: each of the 36 expressions is 13-16 tokens, of which three are sampled choices
+    (eyes, mouth, head turn); the rest rides on the passes that choose them (ohlora.llm.answers)."""
+    from transformers import AutoTokenizer
+
+    from ohlora.llm.answers import AnswerTrie
+    from services.llm_pose.task import EXPRESSION_ANSWERS
+
+    tokenizer = AutoTokenizer.from_pretrained(str(mini.llm))
+    trie = AnswerTrie(tokenizer, EXPRESSION_ANSWERS)
+    for answer in EXPRESSION_ANSWERS:
+        ids = tokenizer.encode(answer, add_special_tokens=False)
+        opening, node = trie.root.forced()
+        choices, at = 0, len(opening)
+        while not node.complete:
+            choices += 1
+            run, node = node.children[ids[at]].forced()
+            at += 1 + len(run)
+        assert at == len(ids) >= 13 and choices == 3, (answer, len(ids), choices)

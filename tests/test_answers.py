@@ -1,0 +1,92 @@
+"""Answers from a fixed set (ohlora.llm.answers) through the decoding loop, on the tiny GPT-NeoX in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ohlora.llm.answers import AnswerTrie
+from ohlora.llm.decoding import DecodeRow, decode
+from ohlora.llm.engine import EngineConfig, LLMEngine
+from ohlora.llm.task import Dialect, GenerationSettings, complete_task
+from services.llm_pose.task import EXPRESSION_ANSWERS, POSE_TASK, check_expression
+
+HOT = GenerationSettings(temperature=2.0, max_new_tokens=32)
+
+
+@pytest.fixture(scope="module")
+async def engine(tiny_models):
+    eng = LLMEngine.load(EngineConfig(base_model=str(tiny_models.base), dtype="float32", device="cpu", seed=3))
+    eng.start()
+    yield eng
+    await eng.stop()
+
+
+def test_the_trie_forces_what_the_answers_share(tiny_models):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
+    answers = ["(눈 크게, 입 보통)", "(눈 크게, 입 크게)", "(눈 작게, 입 보통)"]
+    trie = AnswerTrie(tokenizer, answers)
+    opening, node = trie.root.forced()
+    assert all(a.startswith(tokenizer.decode(opening)) for a in answers) and tokenizer.decode(opening).startswith("(눈")
+    assert len(node.children) == 2, "the eyes word is a choice"
+    for answer in answers:  # each answer is a path that ends where it ends
+        node = trie.root
+        for token in tokenizer.encode(answer, add_special_tokens=False):
+            node = node.children[token]
+        assert node.complete
+    with pytest.raises(ValueError, match="at least one"):
+        AnswerTrie(tokenizer, [])
+
+
+async def test_every_expression_comes_from_the_set_even_when_sampled_hot(engine):
+    """A random model never writes the format by itself; from the answer set it always does, whatever it samples."""
+    replies = [f"오늘 기분 {i}" for i in range(12)]
+
+    async def text(reply: str, settings: GenerationSettings) -> str:
+        async for update in engine.for_adapter(None).generate(f"{reply} (답변 시작)", settings):
+            pass
+        return update.text
+
+    free = await asyncio.gather(*(text(r, HOT) for r in replies))
+    chosen = await asyncio.gather(*(text(r, GenerationSettings(2.0, 32, answers=EXPRESSION_ANSWERS)) for r in replies))
+    assert not any(t in EXPRESSION_ANSWERS for t in free)
+    assert all(t in EXPRESSION_ANSWERS for t in chosen), chosen
+    assert len(set(chosen)) > 3, "the choices are sampled, not fixed"
+    assert all(check_expression(t) for t in chosen)
+
+
+async def test_the_expression_task_answers_from_its_set_in_the_chat_dialects(engine):
+    assert POSE_TASK.settings_for(Dialect.TUNED).answers == EXPRESSION_ANSWERS
+    assert not POSE_TASK.settings_for(Dialect.ORIGINAL).answers, "the original dialect samples as the original did"
+    result = await complete_task(engine.for_adapter(None), POSE_TASK, Dialect.TUNED, reply="헐 대박!")
+    assert result.stats.attempts == 1 and not result.stats.fallback
+
+
+def test_decoding_spends_a_forward_pass_per_choice_not_per_token(tiny_models):
+    """The shared stretches ride on the pass before them: passes = the prompt's + one per choice made."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base, dtype=torch.float32).eval()
+    trie = AnswerTrie(tokenizer, EXPRESSION_ANSWERS)
+    row = DecodeRow(tokenizer.encode("헐 대박 (답변 시작)"), 32, temperature=1.0, answers=trie)
+    free = DecodeRow(tokenizer.encode("안녕 (답변 시작)"), 6, temperature=1.0)  # a free row in the same batch
+    stop = {tokenizer.eos_token_id}
+
+    def monitor(rows: list[DecodeRow]) -> list[bool]:
+        return [r.complete or len(r.generated) >= r.max_new or bool(r.generated and r.generated[-1] in stop) for r in rows]
+
+    with torch.inference_mode():
+        passes = decode(model, [row, free], pad_id=tokenizer.pad_token_id, end_ids=stop, guards=[], monitor=monitor,
+                        adapters_of=lambda rows: contextlib.nullcontext({}))
+    text = tokenizer.decode(row.generated)
+    assert text in EXPRESSION_ANSWERS
+    node, choices = trie.root.forced()[1], 0
+    for token in row.generated[len(trie.root.forced()[0]):]:
+        choices += len(node.children) > 1
+        node = node.children[token]
+    assert len(row.generated) > 2 * choices, "most of the answer was written without a choice"
+    # Each pass samples one token per row; the last choice's stretch completes the answer without another pass.
+    assert passes == max(choices, len(free.generated)), (passes, choices, len(free.generated), text)
