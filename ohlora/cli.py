@@ -552,6 +552,8 @@ def train_command(
     fact_repeat: Annotated[int, typer.Option(help="Train each example about a fact (a memory that states one, a "
                                                   "reply to an input carrying one) this many times an epoch.",
                                              min=1)] = 1,
+    extra_data: Annotated[Optional[list[Path]], typer.Option(help="More rows in the dataset's schema, checked and "
+                                                                  "trained with it (repeat).")] = None,
     resume: Annotated[bool, typer.Option(help="Go on from the last checkpoint under --out.")] = False,
 ) -> None:
     """LoRA fine-tuning of Oh-LoRA's tasks on a base model from a persona dataset (docs/training.md)."""
@@ -573,7 +575,7 @@ def train_command(
                          epochs=epochs, learning_rate=lr, batch_size=batch_size, rank=rank, alpha=alpha,
                          upper_layers=upper_layers, max_steps=max_steps, save_steps=save_steps, seed=seed, dtype=dtype,
                          device=device, init_adapter=init_adapter, base_adapter=base_adapter, fact_repeat=fact_repeat,
-                         resume=resume)
+                         extra_data=list(extra_data or []), resume=resume)
     if target:
         config.target_modules = list(target)
     report = _trained(train, config)

@@ -17,7 +17,8 @@ from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.final_input import split_final_input
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Dialect
-from ohlora.train.dataset import COLUMNS, PERSONA_CSV, SCENARIOS_JSON, load_rows, problems, sha256_file
+from ohlora.train.dataset import (COLUMNS, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON, load_rows, problems,
+                                  sha256_file)
 from ohlora.train.sft import IGNORE, build_examples
 
 runner = CliRunner()
@@ -59,6 +60,25 @@ def test_scenarios_are_held_out(persona_rows):
     for s in scenarios:
         assert s["key"] in MEMORY_KEYS and s["value"]
         assert s["first"] not in inputs and s["second"] not in inputs
+
+
+def test_the_memory_facts_rows_join_the_dataset_cleanly(persona_rows):
+    """mini's memory adapter trains on persona.csv plus memory-facts.csv: checked as one dataset, train rows only
+    (the evaluation stays persona.csv's valid split), and no rephrasing of a valid input."""
+    from difflib import SequenceMatcher
+
+    from ohlora.bench.mini import is_informal
+
+    extra = load_rows(MEMORY_FACTS_CSV)
+    assert len(extra) >= 100 and {r.data_type for r in extra} == {"train"}
+    assert 0.6 < sum(bool(r.memory) for r in extra) / len(extra) < 0.85  # mostly lasting facts, some passing remarks
+    for dialect in (Dialect.TUNED, Dialect.ORIGINAL):
+        assert problems(persona_rows + extra, list(TASK_NAMES), dialect, memory_keys=MEMORY_KEYS) == []
+    assert all(is_informal(r.output_message) for r in extra)
+    valid = [r.input_data for r in persona_rows if r.data_type == "valid"]
+    # The closest pair is 0.79: "로라야 너 요즘 뭐에 빠졌어?" (a question to her) against "로라야 나 요즘 뉴진스에 빠졌어".
+    close = [(r.input_data, v) for r in extra for v in valid if SequenceMatcher(None, r.input_data, v).ratio() >= 0.8]
+    assert close == []
 
 
 def test_lint_names_the_bad_rows(tmp_path):
@@ -140,7 +160,8 @@ def train_cli(*args: str):
     return runner.invoke(app, ["train", *args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("case", ["missing column", "empty split", "parser", "base", "adapter", "stale checkpoints"])
+@pytest.mark.parametrize("case", ["missing column", "empty split", "parser", "extra data", "base", "adapter",
+                                  "stale checkpoints"])
 def test_bad_input_stops_before_training(tmp_path, tiny_base, case):
     data = small_dataset(tmp_path / "data.csv")
     base, extra = str(tiny_base), []
@@ -157,6 +178,11 @@ def test_bad_input_stops_before_training(tmp_path, tiny_base, case):
         rows[2][5] = "(눈 반짝, 입 보통, 고개 돌림 없음)"
         write_rows(data, [tuple(r) for r in rows])
         expected = "line 4: eyes_mouth_pose '(눈 반짝, 입 보통, 고개 돌림 없음)' is rejected by the pose parser"
+    elif case == "extra data":  # checked with the dataset: an input already in it is a duplicate
+        rows = [r for r in csv.reader(open(data, encoding="utf-8"))][1:]
+        write_rows(tmp_path / "more.csv", [tuple(rows[0])])
+        extra = ["--extra-data", str(tmp_path / "more.csv")]
+        expected = f"more.csv line 2: input '{rows[0][1]}' appears twice (also data.csv line 2)"
     elif case == "base":
         base = str(tmp_path / "no-such-base")
         expected = "does not load"
@@ -190,13 +216,17 @@ def test_train_a_few_steps_resume_and_serve(tmp_path, tiny_base, dialect):
     out = tmp_path / "adapter"
     common = ["--base", str(tiny_base), "--data", str(data), "--out", str(out), "--dialect", dialect,
               "--batch-size", "8", "--save-steps", "2", "--lr", "1e-2", "--dtype", "float32"]
-    first = train_cli(*common, "--max-steps", "2")
+    more = write_rows(tmp_path / "more.csv", [tuple(getattr(r, c) for c in COLUMNS) for r in load_rows(PERSONA_CSV)
+                                               if r.data_type == "train"][100:102])
+    first = train_cli(*common, "--max-steps", "2", "--extra-data", str(more))
     assert first.exit_code == 0, first.output
-    resumed = train_cli(*common, "--max-steps", "4", "--resume")
+    resumed = train_cli(*common, "--max-steps", "4", "--resume", "--extra-data", str(more))
     assert resumed.exit_code == 0, resumed.output
     report = json.loads((out / "training-report.json").read_text())
     assert [s["steps"] for s in report["sittings"]] == [2, 2] and report["steps"] == 4
-    assert report["train_examples"] == 24 * 4 and report["valid_examples"] == 8 * 4
+    assert report["train_examples"] == (24 + 2) * 4 and report["valid_examples"] == 8 * 4
+    assert report["extra_data"] == [{"data": "more.csv", "sha256": sha256_file(more)}]
+    assert "--extra-data" in report["command"]
     assert report["final_valid_loss"] > 0 and report["valid_loss_per_epoch"]
     assert report["machine"]["dtype"] == "float32" and report["machine"]["cpu_capability"]
     for key in ("adapter_sha256", "data_sha256", "base_sha256", "command"):

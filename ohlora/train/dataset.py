@@ -26,6 +26,8 @@ ANSWER_COLUMN = {"message": "output_message", "memory": "memory", "summary": "su
 DATA_DIR = Path(__file__).parent / "data"
 PERSONA_CSV = DATA_DIR / "persona.csv"
 SCENARIOS_JSON = DATA_DIR / "scenarios.json"
+# Rows added for the memory adapter (`ohlora train --extra-data`): lasting facts and passing remarks, train only.
+MEMORY_FACTS_CSV = DATA_DIR / "memory-facts.csv"
 
 
 class DatasetError(ConfigError):
@@ -41,6 +43,7 @@ class PersonaRow:
     memory: str
     summary: str
     eyes_mouth_pose: str
+    source: str = ""  # the file's name, for messages about rows from several files
 
     def fields(self, task: str) -> dict[str, str]:
         """The task's request fields, as the gateway sends them (the reply with the original's leading space)."""
@@ -110,7 +113,7 @@ def load_rows(path: Path) -> list[PersonaRow]:
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DatasetError(f"dataset {path} lacks the column(s) {', '.join(missing)}; columns: {', '.join(COLUMNS)}")
-        return [PersonaRow(n, *(row[c] or "" for c in COLUMNS)) for n, row in enumerate(reader, start=2)]
+        return [PersonaRow(n, *(row[c] or "" for c in COLUMNS), source=path.name) for n, row in enumerate(reader, start=2)]
 
 
 def problems(rows: list[PersonaRow], tasks: list[str], dialect: Dialect, memory_keys: tuple[str, ...] | None = None
@@ -124,8 +127,13 @@ def problems(rows: list[PersonaRow], tasks: list[str], dialect: Dialect, memory_
         if not any(r.data_type == split for r in rows):
             found.append(f"the {split} split is empty (data_type column)")
     seen: dict[str, PersonaRow] = {}
+    several = len({r.source for r in rows}) > 1
+
+    def line(row: PersonaRow) -> str:
+        return f"{row.source} line {row.line}" if several else f"line {row.line}"
+
     for row in rows:
-        where = f"line {row.line}"
+        where = line(row)
         if row.data_type not in SPLITS:
             found.append(f"{where}: data_type {row.data_type!r} is neither train nor valid")
         if not row.input_data.strip():
@@ -133,7 +141,7 @@ def problems(rows: list[PersonaRow], tasks: list[str], dialect: Dialect, memory_
         first = seen.setdefault(row.input_data, row)
         if first is not row:
             both = "in train and valid" if first.data_type != row.data_type else "twice"
-            found.append(f"{where}: input {row.input_data!r} appears {both} (also line {first.line})")
+            found.append(f"{where}: input {row.input_data!r} appears {both} (also {line(first)})")
         for task in tasks:
             answer = row.answer(task)
             if task != "memory" and not answer.strip():
@@ -151,11 +159,13 @@ def problems(rows: list[PersonaRow], tasks: list[str], dialect: Dialect, memory_
     return found
 
 
-def load_checked(path: Path, tasks: list[str], dialect: Dialect) -> list[PersonaRow]:
-    """The rows, or a DatasetError listing (the first 20 of) every problem before any training starts."""
-    rows = load_rows(path)
+def load_checked(paths: list[Path], tasks: list[str], dialect: Dialect) -> list[PersonaRow]:
+    """The rows of every file together, or a DatasetError listing (the first 20 of) every problem before any training
+    starts. The files are checked as one dataset: an input in two of them is a duplicate, each split needs rows."""
+    rows = [row for path in paths for row in load_rows(path)]
     found = problems(rows, tasks, dialect)
     if found:
         more = f"\n  … and {len(found) - 20} more" if len(found) > 20 else ""
-        raise DatasetError(f"dataset {path} cannot be trained on:\n  " + "\n  ".join(found[:20]) + more)
+        names = " + ".join(str(p) for p in paths)
+        raise DatasetError(f"dataset {names} cannot be trained on:\n  " + "\n  ".join(found[:20]) + more)
     return rows

@@ -12,7 +12,7 @@ import json
 import math
 import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,9 @@ class TrainConfig:
     # input that carries a recalled one ("[key: value] ..."). A small model learns the commoner case first: mini's
     # persona adapter wrote a fact for 3 of 16 turns that state one, and rarely used a recalled value in its reply.
     fact_repeat: int = 1
+    # More rows in the dataset's schema, checked and trained together with it (mini's memory adapter: rows of
+    # lasting facts and passing remarks, ohlora/train/data/memory-facts.csv). The report names each file's sha256.
+    extra_data: list[Path] = field(default_factory=list)
     resume: bool = False
     trust_remote_code: bool = False
 
@@ -242,6 +245,7 @@ def command_line(config: TrainConfig) -> str:
     args += ["--init-adapter", config.init_adapter] if config.init_adapter else []
     args += ["--base-adapter", config.base_adapter] if config.base_adapter else []
     args += ["--fact-repeat", str(config.fact_repeat)] if config.fact_repeat != 1 else []
+    args += [a for path in config.extra_data for a in ("--extra-data", str(path))]
     return "ohlora train " + shlex.join(args)
 
 
@@ -256,7 +260,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from ohlora.bench import machine_info
     from ohlora.runtime.device import choose_dtype, resolve_device
 
-    rows = load_checked(config.data, config.tasks, config.dialect)
+    rows = load_checked([config.data, *config.extra_data], config.tasks, config.dialect)
     if config.resume and not any(checkpoint_dir(config).glob("checkpoint-*")):
         raise ConfigError(f"--resume: no checkpoint under {checkpoint_dir(config)} to resume from")
     if not config.resume and any(checkpoint_dir(config).glob("checkpoint-*")):
@@ -316,13 +320,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
                            "tokens_per_second": round(sitting_tokens / elapsed, 1) if elapsed > 0 else None}]
     report = {
         "command": command_line(config),
-        "config": {k: (v.value if isinstance(v, Dialect) else str(v) if isinstance(v, Path) else v)
-                   for k, v in asdict(config).items()},
+        "config": {k: (v.value if isinstance(v, Dialect) else str(v) if isinstance(v, Path) else
+                       [str(p) for p in v] if k == "extra_data" else v) for k, v in asdict(config).items()},
         "base": config.base,
         "base_sha256": base_sha256(config.base),
         "base_adapter_sha256": adapter_sha256(config.base_adapter) if config.base_adapter else None,
         "data": config.data.name,
         "data_sha256": sha256_file(config.data),
+        "extra_data": [{"data": path.name, "sha256": sha256_file(path)} for path in config.extra_data],
         "adapter_sha256": sha256_file(adapter_file),
         "adapter_bytes": adapter_file.stat().st_size,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
