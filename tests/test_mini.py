@@ -146,14 +146,16 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
         str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})
     assert few_shot.llm.adapters_for(["message", "memory", "summary", "pose"]) == (None, {})
     # Each manifest names exactly the shipped file, the dataset in the repository and the base the preset prepares;
-    # the memory adapter's names the persona it was trained over.
-    from ohlora.train.dataset import PERSONA_CSV, sha256_file
+    # the memory adapter's names the persona it was trained over, and any extra rows it was trained on.
+    from ohlora.train.dataset import DATA_DIR, PERSONA_CSV, sha256_file
     from ohlora.train.sft import base_sha256
 
     for folder in (ADAPTER_DIR, MEMORY_ADAPTER_DIR):
         report = json.loads((folder / "training-report.json").read_text())
         assert report["adapter_sha256"] == hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
         assert report["data_sha256"] == sha256_file(PERSONA_CSV)
+        for extra in report.get("extra_data", []):
+            assert extra["sha256"] == sha256_file(DATA_DIR / extra["data"]), extra
         assert report["base_sha256"] == base_sha256(str(mini.llm))
         assert report["final_valid_loss"] is not None and report["machine"]["cpu_capability"]
     memory = json.loads((MEMORY_ADAPTER_DIR / "training-report.json").read_text())

@@ -79,6 +79,12 @@ def test_the_memory_facts_rows_join_the_dataset_cleanly(persona_rows):
     # The closest pair is 0.79: "로라야 너 요즘 뭐에 빠졌어?" (a question to her) against "로라야 나 요즘 뉴진스에 빠졌어".
     close = [(r.input_data, v) for r in extra for v in valid if SequenceMatcher(None, r.input_data, v).ratio() >= 0.8]
     assert close == []
+    # Nor a fact of the two-turn scenarios (mini-quality): no scenario's value, or word of it, anywhere in a row.
+    scenario_words = {w for s in json.loads(SCENARIOS_JSON.read_text()) for w in [s["value"], *s["value"].split()]
+                      if len(w) >= 2}
+    leaks = [(w, r.input_data) for r in extra for w in scenario_words
+             if w in " ".join((r.input_data, r.output_message, r.memory, r.summary))]
+    assert leaks == []
 
 
 def test_lint_names_the_bad_rows(tmp_path):
