@@ -132,12 +132,63 @@ def _constrain(rows: list[DecodeRow], raw: torch.Tensor, scores: torch.Tensor, e
         scores[index, allowed] = torch.zeros_like(kept) if torch.isinf(kept).all() else kept
 
 
-def _add_cache_rows(cache: DynamicCache, count: int) -> None:
-    """Room for rows joining a running batch: zero keys and values the attention mask hides."""
-    for layer in cache.layers:
-        if layer.get_seq_length() > 0:
-            layer.keys = torch.cat([layer.keys, layer.keys.new_zeros((count, *layer.keys.shape[1:]))])
-            layer.values = torch.cat([layer.values, layer.values.new_zeros((count, *layer.values.shape[1:]))])
+def _merge(cache: DynamicCache, mask: torch.Tensor, joined: DynamicCache, joined_mask: torch.Tensor
+           ) -> torch.Tensor:
+    """Appends the joined rows' cache to the batch's (the shorter side left-padded with zeros the mask hides)."""
+    length = max(mask.shape[1], joined_mask.shape[1])
+
+    def padded(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+        missing = length - tensor.shape[dim]
+        if not missing:
+            return tensor
+        shape = list(tensor.shape)
+        shape[dim] = missing
+        return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+    for layer, new in zip(cache.layers, joined.layers):
+        layer.keys = torch.cat([padded(layer.keys, 2), padded(new.keys, 2)])
+        layer.values = torch.cat([padded(layer.values, 2), padded(new.values, 2)])
+    return torch.cat([padded(mask, 1), padded(joined_mask, 1)])
+
+
+class _Passes:
+    """Forward passes over a cache: rows' pending tokens in, their next tokens chosen and written."""
+
+    def __init__(self, model: torch.nn.Module, pad_id: int, end_ids: set[int], guards: list[LogitsProcessor]) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.end_ids = end_ids
+        self.guards = guards
+        self.device = next(model.parameters()).device
+        self.cache_argument = _cache_argument(model)
+        self.count = 0
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.model.config)
+
+    def step(self, batch: list[DecodeRow], cache: DynamicCache, mask: torch.Tensor, kwargs: dict[str, object]
+             ) -> torch.Tensor:
+        """One forward pass for `batch` (in cache order); returns the mask grown by the pass."""
+        width = max(len(row.feed) for row in batch)
+        step = torch.tensor([[self.pad_id] * (width - len(r.feed)) + r.feed for r in batch], device=self.device)
+        fresh = torch.tensor([[0] * (width - len(r.feed)) + [1] * len(r.feed) for r in batch], device=self.device)
+        mask = torch.cat([mask, fresh], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, -width:]
+        out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         **{self.cache_argument: cache}, **kwargs)
+        self.count += 1
+        scores = out.logits[:, -1, :].to(dtype=torch.float32)
+        raw = scores.clone() if any(r.node is not None for r in batch) else scores
+        length = max(len(r.prompt) + len(r.generated) for r in batch)
+        sequences = torch.tensor([[self.pad_id] * (length - len(r.prompt) - len(r.generated)) + r.prompt + r.generated
+                                  for r in batch], device=self.device)
+        for guard in self.guards:
+            scores = guard(sequences, scores)
+        _constrain(batch, raw, scores, self.end_ids)  # a fixed answer's paths are whole texts: no guard needed
+        sampler = RowSampler([r.temperature for r in batch], generators=[r.generator for r in batch])
+        for row, token in zip(batch, sampler(sequences, scores).argmax(-1).tolist()):
+            row.write([token])
+        return mask
 
 
 def decode(
@@ -153,37 +204,39 @@ def decode(
 ) -> int:
     """Runs the batch until the monitor says every row is done; returns the number of forward passes.
 
-    Rows that `admit` hands over between two passes join the batch (and `rows`, for the monitor): their prompt
-    is read in the next pass, beside the other rows' next tokens, so a request that arrives while a long reply
-    decodes waits one step, not for the whole reply.
+    Rows that `admit` hands over between two passes join the batch (and `rows`, for the monitor): their prompts
+    get a forward pass of their own, on a cache of their own that then joins the batch's, so a request that
+    arrives while a long reply decodes waits one step, not for the whole reply, and the running rows are not
+    padded to a prompt's width.
     """
-    device = next(model.parameters()).device
-    cache = DynamicCache(config=model.config)
-    cache_argument = _cache_argument(model)
+    passes = _Passes(model, pad_id, end_ids, guards)
+    device = passes.device
+    cache = passes.new_cache()
     for row in rows:
         row.start()
     active = list(range(len(rows)))  # the rows still in the batch, in cache order
     mask = torch.zeros((len(rows), 0), dtype=torch.long, device=device)
-    passes = 0
     done = monitor(rows)
-    batch: list[DecodeRow] = []  # empty: the rows changed, their adapters and sampler are chosen again
+    batch: list[DecodeRow] = []  # empty: the rows changed, their adapters are chosen again
     with contextlib.ExitStack() as scope:
-        while True:
-            if passes and (joined := admit(sum(not d for d in done))):
-                for row in joined:
-                    row.start()
-                _add_cache_rows(cache, len(joined))
-                mask = torch.cat([mask, mask.new_zeros((len(joined), mask.shape[1]))])
-                active += range(len(rows), len(rows) + len(joined))
-                rows += joined
-                done += [False] * len(joined)
+        while not all(done):
+            if passes.count and (joined := admit(sum(not d for d in done))):
                 scope.close()
                 batch = []
-            if all(done):
-                break
+                for row in joined:
+                    row.start()
+                joined_cache = passes.new_cache()
+                with adapters_of(joined) as kwargs:
+                    joined_mask = passes.step(joined, joined_cache, mask.new_zeros((len(joined), 0)), kwargs)
+                mask = _merge(cache, mask, joined_cache, joined_mask)
+                active += range(len(rows), len(rows) + len(joined))
+                rows += joined
+                done = monitor(rows)
+                if all(done):
+                    break
             if len(active) > sum(not done[i] for i in active):  # finished rows leave the batch
                 keep = [n for n, i in enumerate(active) if not done[i]]
-                if passes:
+                if passes.count:
                     cache.batch_select_indices(torch.tensor(keep, device=device))
                 mask = mask[keep]
                 active = [active[n] for n in keep]
@@ -192,24 +245,6 @@ def decode(
             if not batch:
                 batch = [rows[i] for i in active]
                 kwargs = scope.enter_context(adapters_of(batch))
-                sampler = RowSampler([r.temperature for r in batch], generators=[r.generator for r in batch])
-            width = max(len(row.feed) for row in batch)
-            step = torch.tensor([[pad_id] * (width - len(r.feed)) + r.feed for r in batch], device=device)
-            fresh = torch.tensor([[0] * (width - len(r.feed)) + [1] * len(r.feed) for r in batch], device=device)
-            mask = torch.cat([mask, fresh], dim=1)
-            positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, -width:]
-            out = model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                        **{cache_argument: cache}, **kwargs)
-            passes += 1
-            scores = out.logits[:, -1, :].to(dtype=torch.float32)
-            raw = scores.clone() if any(r.node is not None for r in batch) else scores
-            length = max(len(r.prompt) + len(r.generated) for r in batch)
-            sequences = torch.tensor([[pad_id] * (length - len(r.prompt) - len(r.generated)) + r.prompt + r.generated
-                                      for r in batch], device=device)
-            for guard in guards:
-                scores = guard(sequences, scores)
-            _constrain(batch, raw, scores, end_ids)  # a fixed answer's paths are whole texts: no guard needed
-            for row, token in zip(batch, sampler(sequences, scores).argmax(-1).tolist()):
-                row.write([token])
+            mask = passes.step(batch, cache, mask, kwargs)
             done = monitor(rows)
-    return passes
+    return passes.count

@@ -361,7 +361,7 @@ class LLMEngine:
             for req in joined:
                 batch.append(req)
                 monitor.add(req)
-            if joined:
+            if joined and self.recent_batches:  # this batch's entry (batches run one at a time)
                 self.recent_batches[-1] = self._batch_label(batch)
             return [self._row(r) for r in joined]
 
