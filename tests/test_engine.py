@@ -88,7 +88,9 @@ async def test_batches_hold_one_adapter_when_mixing_is_off(engine):
 async def test_requests_arriving_during_a_batch_join_it(engine):
     """Requests sent while a long one decodes join its batch between two steps, on their own adapters, and get
     what they get alone; the long one is still running when they are answered."""
-    late = [("늦은 요청 0", "message"), ("늦은 요청 1", "pose"), ("늦은 요청 2", None)]
+    # The second is longer than the running row's prompt and tokens so far: the running row's cache is padded to
+    # it when the newcomers' cache joins; the two short newcomers are left-padded beside it in their own prefill.
+    late = [("늦은 요청 0", "message"), ("늦은 요청 1 " + "오늘 정말 긴 하루였어 " * 12, "pose"), ("늦은 요청 2", None)]
     alone = [await final(engine, p, GREEDY, a) for p, a in late]
     engine.recent_batches.clear()
     finished: list[str] = []
