@@ -8,8 +8,10 @@ Why not transformers' generate(), which the engine used before:
   prompt's left padding; each row's positions count its own tokens only.
 - A finished row leaves the batch (its cache rows go), where generate() keeps computing it until the last row
   ends. A turn's memory extraction (a few tokens, on its own adapter) shares the reply's batch; on `mini` the
-  reply then decoded 35 % slower to its end (AVX2-capped fp32, docs/benchmarks.md). Once the extraction is done,
+  reply decoded about 30 % slower to its end beside it (AVX2-capped fp32, a probe). Once the extraction is done,
   the reply's steps are the bare base's again.
+- A request that arrives while a batch runs joins it: its prompt gets a pass of its own, on a cache of its own
+  that then joins the batch's (left-padded, like a prompt), so it waits one step, not for the whole batch.
 Everything else is what generate() did for the engine: a key/value cache, last-position logits, float32 scores
 through the guards and the row sampler, greedy on what they leave.
 """
