@@ -299,6 +299,8 @@ class LLMEngine:
         req = _Request(prompt_ids, adapter, settings, stream, asyncio.Queue(), asyncio.get_running_loop())
         if self.seed is not None:
             key = f"{self.seed}|{adapter}|{settings.temperature}|".encode() + bytes(str(prompt_ids), "ascii")
+            if settings.attempt > 1:  # a task's retry (same prompt) samples anew, not the attempt that was rejected
+                key += b"|attempt %d" % settings.attempt
             req.generator = torch.Generator().manual_seed(zlib.crc32(key))
         with self._queue_lock:
             self._waiting.append(req)

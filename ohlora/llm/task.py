@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Generic, Literal, TypeVar
 
@@ -60,6 +60,9 @@ class GenerationSettings:
     # When set, the answer is one of these texts: the engine samples only where they part ways and writes what
     # they share without sampling (ohlora.llm.answers). The parser still checks it.
     answers: tuple[str, ...] = ()
+    # Which attempt of a task this is (run_task sets it): under llm.seed a retry draws from its own stream. Before,
+    # a seeded retry repeated the rejected attempt word for word, up to the task's last attempt.
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         if (self.max_new_tokens is None) == (self.max_total_tokens is None):
@@ -195,7 +198,7 @@ async def run_task(
     for number in range(1, spec.max_attempts + 1):
         stats.attempts = number
         text, new_tokens, total_tokens = "", 0, 0
-        async for update in generator.generate(prompt, settings, stream=stream):
+        async for update in generator.generate(prompt, replace(settings, attempt=number), stream=stream):
             text, new_tokens, total_tokens = spec.adapt(dialect, update.text), update.new_tokens, update.total_tokens
             if stream and not update.done:
                 yield Progress(number, text)
