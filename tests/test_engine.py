@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -240,8 +241,11 @@ async def test_a_seeded_engine_samples_the_same_text_alone_and_in_any_batch(engi
         again = await final(engine, "로라야 뭐 해?", warm, "message")
         batched = await asyncio.gather(final(engine, "안녕 로라", warm, "pose"), final(engine, "로라야 뭐 해?", warm, "message"),
                                        final(engine, "오늘 날씨", warm, None))
+        # A task's retry (the same prompt) samples anew; the same attempt again repeats itself.
+        retries = [(await final(engine, "로라야 뭐 해?", replace(warm, attempt=n), "message")).text for n in (2, 3, 2)]
     finally:
         engine.seed = None
     unseeded = {(await final(engine, "로라야 뭐 해?", warm, "message")).text for _ in range(4)}
     assert alone.text == again.text == batched[1].text
+    assert len({alone.text, retries[0], retries[1]}) == 3 and retries[2] == retries[0]
     assert len(unseeded) > 1, "without a seed, temperature 1 really samples (else this test could not fail)"

@@ -32,9 +32,11 @@ class ScriptedGenerator(TaskGenerator):
         self.continuations = continuations
         self.tokens = tokens
         self.prompts: list[str | ChatPrompt] = []
+        self.attempts: list[int] = []
 
     async def generate(self, prompt, settings: GenerationSettings, stream: bool = False) -> AsyncIterator[GenerationUpdate]:
         self.prompts.append(prompt)
+        self.attempts.append(settings.attempt)
         text = self.continuations[len(self.prompts) - 1]
         if stream:
             for end in range(1, len(text)):
@@ -48,6 +50,7 @@ async def test_loop_retries_until_a_parse_succeeds():
     assert isinstance(events[0], Rejected) and events[0].attempt == 1
     assert isinstance(events[1], Finished) and events[1].value == ExpressionWords("크게", "보통", "많이")
     assert events[1].stats.attempts == 2 and not events[1].stats.fallback
+    assert gen.attempts == [1, 2], "each attempt is numbered for the engine (a seeded retry samples anew)"
     assert gen.prompts == [" 와 대박! (답변 시작)"] * 2
 
 
