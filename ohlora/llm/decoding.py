@@ -153,6 +153,22 @@ def _merge(cache: DynamicCache, mask: torch.Tensor, joined: DynamicCache, joined
     return torch.cat([padded(mask, 1), padded(joined_mask, 1)])
 
 
+def _trim(cache: DynamicCache, mask: torch.Tensor) -> torch.Tensor:
+    """Drops the cache's leading columns that no row attends to any more (rows that left, padding).
+
+    A batch that takes newcomers can run for as long as requests keep coming, and every pass adds a column for
+    every row: without this the cache's length would grow with the batch's age, not with its rows' length.
+    """
+    used = mask.any(dim=0).nonzero()
+    start = int(used[0]) if len(used) else mask.shape[1]
+    if start == 0:
+        return mask
+    for layer in cache.layers:
+        layer.keys = layer.keys[:, :, start:]
+        layer.values = layer.values[:, :, start:]
+    return mask[:, start:]
+
+
 class _Passes:
     """Forward passes over a cache: rows' pending tokens in, their next tokens chosen and written."""
 
@@ -238,9 +254,10 @@ def decode(
                     break
             if len(active) > sum(not done[i] for i in active):  # finished rows leave the batch
                 keep = [n for n, i in enumerate(active) if not done[i]]
+                mask = mask[keep]
                 if passes.count:
                     cache.batch_select_indices(torch.tensor(keep, device=device))
-                mask = mask[keep]
+                    mask = _trim(cache, mask)
                 active = [active[n] for n in keep]
                 scope.close()
                 batch = []
