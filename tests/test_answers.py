@@ -90,3 +90,24 @@ def test_decoding_spends_a_forward_pass_per_choice_not_per_token(tiny_models):
     assert len(row.generated) > 2 * choices, "most of the answer was written without a choice"
     # Each pass samples one token per row; the last choice's stretch completes the answer without another pass.
     assert passes == max(choices, len(free.generated)), (passes, choices, len(free.generated), text)
+
+
+def test_a_batch_that_keeps_taking_newcomers_keeps_its_cache_short(tiny_models):
+    """Rows join and leave for forty passes: the cache holds what its rows attend to, not the batch's age."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base, dtype=torch.float32).eval()
+    widths: list[int] = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["attention_mask"].shape[1]),
+                                    with_kwargs=True)
+    prompt = tokenizer.encode("로라야 오늘 뭐 해? (답변 시작)")
+    waiting = [DecodeRow(prompt, 3, temperature=1.0) for _ in range(40)]
+    rows = [DecodeRow(prompt, 3, temperature=1.0)]
+
+    def monitor(batch: list[DecodeRow]) -> list[bool]:
+        return [len(r.generated) >= r.max_new for r in batch]
+
+    with torch.inference_mode():
+        decode(model, rows, pad_id=tokenizer.pad_token_id, end_ids=set(), guards=[], monitor=monitor,
+               adapters_of=lambda batch: contextlib.nullcontext({}), admit=lambda running: waiting[:1] and [waiting.pop()])
+    assert len(rows) == 41 and all(len(r.generated) == 3 for r in rows)
+    assert len(widths) > 40 and max(widths) <= len(prompt) + 3 + 2, (max(widths), len(prompt))
