@@ -26,7 +26,7 @@ from ohlora.bench import SuiteResult
 from ohlora.bench.korean_prompts import PROMPTS
 from ohlora.chat import call_metadata
 from ohlora.config import TASK_NAMES, Settings, load_settings
-from ohlora.llm.engine import EngineConfig, LLMEngine
+from ohlora.llm.engine import AdapterGenerator, EngineConfig, LLMEngine
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Finished, complete_task
 from ohlora.presets import preset_config
@@ -89,8 +89,13 @@ def load_engine(settings: Settings) -> LLMEngine:
                                        base_adapter=base_adapter, output_vocabulary=llm.output_vocabulary))
 
 
+def task_generator(engine: LLMEngine, task: str) -> AdapterGenerator:
+    """The engine bound to the task's own adapter, or to the (possibly merged) base when it has none."""
+    return engine.for_adapter(task if engine.has_adapter(task) else None)
+
+
 async def _run_all(engine: LLMEngine, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:
-    generator = engine.for_adapter(task if engine.has_adapter(task) else None)
+    generator = task_generator(engine, task)
     spec, dialect = task_spec(task), settings.llm.dialect_of(task)
     return list(await asyncio.gather(*(complete_task(generator, spec, dialect, **fields) for fields in calls)))
 
@@ -304,7 +309,7 @@ async def _expression(quick: bool) -> SuiteResult:
     dialect = settings.llm.dialect_of("pose")
     engine = load_engine(settings)
     engine.start()
-    generator = engine.for_adapter("pose" if engine.has_adapter("pose") else None)
+    generator = task_generator(engine, "pose")
     chosen = POSE_TASK.settings_for(dialect)
     free = replace(POSE_TASK, settings={**POSE_TASK.settings, dialect: replace(chosen, answers=())})
     ways = {"token by token": free, "answer set": POSE_TASK}
