@@ -511,15 +511,20 @@ def demo(
     run_demo(preset_config_or_exit(config, preset, models), text or DEMO_TURNS, echo=typer.echo)
 
 
-def _trained(run: Callable[[Any], dict[str, Any]], config: Any) -> dict[str, Any]:
-    """Runs a training command's `run(config)`: its input errors exit 2 before training; the adapter is named."""
+def _checked(run: Callable[[Any], dict[str, Any]], config: Any) -> dict[str, Any]:
+    """Runs a training command's `run(config)`: its input errors exit 2 before any model work."""
     from ohlora.errors import ConfigError
 
     try:
-        report = run(config)
+        return run(config)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _trained(run: Callable[[Any], dict[str, Any]], config: Any) -> dict[str, Any]:
+    """`_checked`, then the adapter is named."""
+    report = _checked(run, config)
     typer.echo(f"adapter: {config.out}  ({report['adapter_bytes'] / 1e6:.1f} MB, "
                f"{report['trainable_parameters']:,} parameters)")
     return report
@@ -582,6 +587,28 @@ def train_command(
     typer.echo(f"loss: train {report['final_train_loss']}, valid {report['final_valid_loss']}; "
                f"{report['seconds']:.0f} s, {report['tokens_per_second']} tokens/s on {report['machine']['dtype']}")
     typer.echo(f"report: {out / 'training-report.json'}")
+
+
+@app.command("train-calibrate")
+def train_calibrate_command(
+    data: Annotated[list[Path], typer.Option(help="Rows in the dataset's schema that the adapter was not trained on "
+                                                  "(their train rows are read; repeat).")],
+    config: Annotated[Optional[Path], typer.Option(help="The configuration the adapter is served with (else the "
+                                                        "prepared mini preset's).")] = None,
+    task: Annotated[str, typer.Option(help="The task whose opening is calibrated.")] = "memory",
+) -> None:
+    """Calibrates a tuned adapter's opening (the memory's fact-or-nothing) on held-out rows (docs/training.md)."""
+    from ohlora.train.calibrate import CalibrateConfig, calibrate
+
+    if config is None:
+        from ohlora.presets import preset_config
+
+        config = preset_config("mini")
+    result = _checked(calibrate, CalibrateConfig(data=list(data), settings_file=config, task=task))
+    typer.echo(f"threshold {result['opening']['threshold']} on P({result['opening']['text']!r}): "
+               f"opened {result['opened_share']:.3f}, other {result['other_share']:.3f} of "
+               f"{result['rows']['opening']} + {result['rows']['other']} rows (at one half: "
+               f"{result['at_one_half']['opened_share']:.3f}, {result['at_one_half']['other_share']:.3f})")
 
 
 @app.command("train-recall")

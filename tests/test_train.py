@@ -63,15 +63,17 @@ def test_scenarios_are_held_out(persona_rows):
 
 
 def test_the_memory_facts_rows_join_the_dataset_cleanly(persona_rows):
-    """mini's memory adapter trains on persona.csv plus memory-facts.csv: checked as one dataset, train rows only
-    (the evaluation stays persona.csv's valid split), and no rephrasing of a valid input."""
+    """memory-facts.csv calibrates the shipped memory adapter's opening (which never trained on it) and is extra data
+    for a retrain: checked with persona.csv as one dataset, train rows only (the evaluation stays persona.csv's valid
+    split), and no rephrasing of a valid input."""
     from difflib import SequenceMatcher
 
     from ohlora.bench.mini import is_informal
 
     extra = load_rows(MEMORY_FACTS_CSV)
     assert len(extra) >= 100 and {r.data_type for r in extra} == {"train"}
-    assert 0.6 < sum(bool(r.memory) for r in extra) / len(extra) < 0.85  # mostly lasting facts, some passing remarks
+    # Lasting facts and passing remarks, both kinds in numbers (a calibration weighs each kind's share equally).
+    assert 0.45 < sum(bool(r.memory) for r in extra) / len(extra) < 0.7
     for dialect in (Dialect.TUNED, Dialect.ORIGINAL):
         assert problems(persona_rows + extra, list(TASK_NAMES), dialect, memory_keys=MEMORY_KEYS) == []
     assert all(is_informal(r.output_message) for r in extra)

@@ -46,9 +46,12 @@ class AnswerTrie:
     an end-of-text token.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, answers: Sequence[str]) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, answers: Sequence[str], prefixes: bool = False) -> None:
         if not answers:
             raise ValueError("an answer set needs at least one answer")
+        # True: the texts are openings; a row that has written one whole goes on sampling freely (the memory's
+        # "[key:", then any value).
+        self.prefixes = prefixes
         self.root = AnswerNode()
         for answer in answers:
             ids = tokenizer.encode(answer, add_special_tokens=False)

@@ -10,6 +10,8 @@ Why not transformers' generate(), which the engine used before:
   ends. A turn's memory extraction (a few tokens, on its own adapter) shares the reply's batch; on `mini` the
   reply decoded about 30 % slower to its end beside it (AVX2-capped fp32, a probe). Once the extraction is done,
   the reply's steps are the bare base's again.
+- A row with a calibrated opening (the memory's "[" or nothing, ohlora.llm.task.Opening) has its first token
+  decided by a threshold on the model's probability, not drawn; its nothing is then written like an answer.
 - A request that arrives while a batch runs joins it: its prompt gets a pass of its own, on a cache of its own
   that then joins the batch's (left-padded, like a prompt), so it waits one step, not for the whole batch.
 Everything else is what generate() did for the engine: a key/value cache, last-position logits, float32 scores
@@ -66,6 +68,23 @@ class RowSampler(LogitsProcessor):
         return only.scatter_(-1, chosen, 0.0)
 
 
+def opening_probability(logits: torch.Tensor, token: int) -> float:
+    """The model's probability of `token` next, at temperature 1 over its output vocabulary, before any guard:
+    what `ohlora train-calibrate` measures and what a row's opening is decided on."""
+    return float(torch.softmax(logits.float(), dim=-1)[token])
+
+
+@dataclass(frozen=True)
+class OpeningRule:
+    """A calibrated opening as token ids: at or above `threshold` on `token`, the answer starts with one of `opened`'s
+    openings and goes on freely; below, it is the single answer of `otherwise`."""
+
+    token: int
+    threshold: float
+    opened: AnswerTrie  # prefixes
+    otherwise: AnswerTrie
+
+
 @dataclass
 class DecodeRow:
     """One row of a batch: its prompt, budget, sampling and adapter, its answer set if any, and what it wrote."""
@@ -79,6 +98,7 @@ class DecodeRow:
     generated: list[int] = field(default_factory=list)
     node: AnswerNode | None = None  # where the row is among its answers' token paths
     feed: list[int] = field(default_factory=list)  # the tokens the next forward pass reads for this row
+    opening: OpeningRule | None = None  # decided on the first pass's logits, then dropped
 
     @property
     def complete(self) -> bool:
@@ -98,8 +118,17 @@ class DecodeRow:
                 self.node = self.node.children.get(token, self.node)  # an end-of-text token leaves the node
             run, self.node = self.node.forced()
             tokens = tokens + run[: max(0, self.max_new - len(self.generated) - len(tokens))]
+            if self.answers is not None and self.answers.prefixes and self.node.complete:
+                self.node = None  # a whole opening is written: the rest is the model's
         self.generated += tokens
         self.feed = tokens
+
+    def open(self, logits: torch.Tensor) -> None:
+        """Decides the opening on the first pass's logits: the row is then on its openings' paths, or on `otherwise`."""
+        assert self.opening is not None and not self.generated
+        rule, self.opening = self.opening, None
+        self.answers = rule.opened if opening_probability(logits, rule.token) >= rule.threshold else rule.otherwise
+        self.node = self.answers.root
 
     def allowed(self, end_ids: set[int]) -> list[int]:
         assert self.node is not None
@@ -196,6 +225,9 @@ class _Passes:
                          **{self.cache_argument: cache}, **kwargs)
         self.count += 1
         scores = out.logits[:, -1, :].to(dtype=torch.float32)
+        for index, row in enumerate(batch):
+            if row.opening is not None:
+                row.open(scores[index])
         raw = scores.clone() if any(r.node is not None for r in batch) else scores
         length = max(len(r.prompt) + len(r.generated) for r in batch)
         sequences = torch.tensor([[self.pad_id] * (length - len(r.prompt) - len(r.generated)) + r.prompt + r.generated

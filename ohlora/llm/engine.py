@@ -28,7 +28,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, P
 
 from ohlora.errors import InvalidInput, QueueFull
 from ohlora.llm.answers import AnswerTrie
-from ohlora.llm.decoding import DecodeRow, decode
+from ohlora.llm.calibration import CalibratedOpening, read_opening
+from ohlora.llm.decoding import DecodeRow, OpeningRule, decode, opening_probability
 from ohlora.llm.multi_lora import StackedLoRA
 from ohlora.llm.quantize import quantize_weights
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
@@ -159,6 +160,7 @@ class LLMEngine:
         seed: int | None = None,
         aliases: dict[str, str | None] | None = None,
         guards: list[LogitsProcessor] | None = None,
+        openings: dict[str, CalibratedOpening] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -198,7 +200,10 @@ class LLMEngine:
         # (adapters, rows) of recent batches: what batching actually did, for logs and tests. `adapters` is the
         # adapter's name (None: the bare base), or its sorted names joined by "+" for a mixed batch.
         self.recent_batches: deque[tuple[str | None, int]] = deque(maxlen=256)
-        self._answer_tries: dict[tuple[str, ...], AnswerTrie] = {}
+        self._answer_tries: dict[tuple[tuple[str, ...], bool], AnswerTrie] = {}
+        # Loaded adapter -> its calibrated opening (ohlora.llm.calibration): where a task's settings declare that
+        # opening, the adapter's rows decide it by the threshold.
+        self.openings = openings or {}
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -234,13 +239,14 @@ class LLMEngine:
             model = PeftModel.from_pretrained(model, config.adapters[first], adapter_name=first)
             for name in names[1:]:
                 model.load_adapter(config.adapters[name], adapter_name=name)
+        openings = {name: opening for name in names if (opening := read_opening(config.adapters[name]))}
         restrict_output(model, tokenizer, config.output_vocabulary)  # after the merge: its rows are the merged ones
         guards = [HangulSyllableGuard(tokenizer)] if config.output_vocabulary == "korean" else []
         quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()
         return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,
-                   config.batch_window_ms, config.mixed_adapter_batches, config.seed, aliases, guards)
+                   config.batch_window_ms, config.mixed_adapter_batches, config.seed, aliases, guards, openings)
 
     def _adapters_can_mix(self) -> bool:
         """peft mixes LoRA adapters in one batch, but not DoRA ones or merged weights: those batch per adapter."""
@@ -382,7 +388,29 @@ class LLMEngine:
 
     def _row(self, req: _Request) -> DecodeRow:
         return DecodeRow(req.prompt_ids, req.max_new, req.settings.temperature, req.generator, req.adapter,
-                         self._answer_trie(req.settings.answers))
+                         self._answer_trie(req.settings.answers), opening=self._opening_rule(req))
+
+    def _opening_rule(self, req: _Request) -> OpeningRule | None:
+        """The request's opening as token ids, where its task declares one and its adapter is calibrated for it."""
+        opening = req.settings.opening
+        calibrated = self.openings.get(req.adapter) if opening is not None and req.adapter is not None else None
+        if opening is None or calibrated is None or calibrated.text != opening.text:
+            return None
+        opened = self._answer_trie(opening.after or (opening.text,), prefixes=True)
+        otherwise = self._answer_trie((opening.otherwise,))
+        assert opened is not None and otherwise is not None
+        return OpeningRule(self.first_token(opening.text), calibrated.threshold, opened, otherwise)
+
+    def first_token(self, text: str) -> int:
+        return self.tokenizer.encode(text, add_special_tokens=False)[0]
+
+    def next_token_probability(self, prompt: str | ChatPrompt, adapter: str | None, text: str) -> float:
+        """The probability of `text`'s first token right after the prompt, as a row's opening is decided on it
+        (`ohlora train-calibrate` measures these). Runs outside the scheduler: for tools, not for serving."""
+        ids = torch.tensor([self.encode_prompt(prompt)], device=self.device)
+        with self._torch_lock, torch.inference_mode(), self._adapter_context(adapter):
+            logits = self.model(input_ids=ids, logits_to_keep=1).logits[0, -1]
+        return opening_probability(logits, self.first_token(text))
 
     @contextlib.contextmanager
     def _adapters_of(self, rows: list[DecodeRow]) -> Iterator[dict[str, object]]:
@@ -401,13 +429,13 @@ class LLMEngine:
         else:  # "__base__": peft's name for the bare base
             yield {"adapter_names": [a or "__base__" for a in adapters]}
 
-    def _answer_trie(self, answers: tuple[str, ...]) -> AnswerTrie | None:
-        """A task's answer set as token paths, built once per set (ohlora.llm.answers)."""
+    def _answer_trie(self, answers: tuple[str, ...], prefixes: bool = False) -> AnswerTrie | None:
+        """A task's answer set (or openings) as token paths, built once per set (ohlora.llm.answers)."""
         if not answers:
             return None
-        if answers not in self._answer_tries:
-            self._answer_tries[answers] = AnswerTrie(self.tokenizer, answers)
-        return self._answer_tries[answers]
+        if (answers, prefixes) not in self._answer_tries:
+            self._answer_tries[answers, prefixes] = AnswerTrie(self.tokenizer, answers, prefixes)
+        return self._answer_tries[answers, prefixes]
 
     def _adapter_context(self, adapter: str | None) -> contextlib.AbstractContextManager[object]:
         """Selects one adapter for every row; no adapter means the bare base."""

@@ -44,6 +44,25 @@ class Dialect(str, Enum):
 
 
 @dataclass(frozen=True)
+class Opening:
+    """An answer whose first token says what kind of answer it is: the memory's "[" (a fact follows) or its nothing.
+
+    Sampled, that choice is a coin with the model's odds, and a small adapter's odds for "[" sit near one half on
+    remarks and facts alike (docs/training.md, the memory's opening). An adapter calibrated for it (its
+    `calibration.json`, written by `ohlora train-calibrate` on rows it was not trained on) gets the choice made by a
+    threshold on the model's probability of `text` instead: at or above it the answer opens with `text` and the
+    rest is sampled as usual; below it the answer is `otherwise`, written without sampling. Without a calibration
+    the answer is sampled as before.
+    """
+
+    text: str
+    otherwise: str
+    # Where set, an opened answer starts with one of these (the memory's "[key:" for each key of its vocabulary),
+    # chosen by the model among them; then it goes on freely.
+    after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationSettings:
     """Sampling and length limits of one task in one dialect.
 
@@ -63,6 +82,8 @@ class GenerationSettings:
     # Which attempt of a task this is (run_task sets it): under llm.seed a retry draws from its own stream. Before,
     # a seeded retry repeated the rejected attempt word for word, up to the task's last attempt.
     attempt: int = 1
+    # When set and the row's adapter is calibrated for it, the first token is decided by a threshold (Opening).
+    opening: Opening | None = None
 
     def __post_init__(self) -> None:
         if (self.max_new_tokens is None) == (self.max_total_tokens is None):

@@ -116,14 +116,16 @@ def load_rows(path: Path) -> list[PersonaRow]:
         return [PersonaRow(n, *(row[c] or "" for c in COLUMNS), source=path.name) for n, row in enumerate(reader, start=2)]
 
 
-def problems(rows: list[PersonaRow], tasks: list[str], dialect: Dialect, memory_keys: tuple[str, ...] | None = None
-             ) -> list[str]:
-    """Everything wrong with the rows for these tasks, one line each, naming the row: empty if trainable."""
+def problems(rows: list[PersonaRow], tasks: list[str], dialect: Dialect, memory_keys: tuple[str, ...] | None = None,
+             needed: tuple[str, ...] = SPLITS) -> list[str]:
+    """Everything wrong with the rows for these tasks, one line each, naming the row: empty if trainable.
+
+    `needed`: the splits that must have rows (training needs both; a calibration reads train rows only)."""
     found: list[str] = []
     unknown = [t for t in tasks if t not in TASK_NAMES]
     if unknown:
         return [f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASK_NAMES)}"]
-    for split in SPLITS:
+    for split in needed:
         if not any(r.data_type == split for r in rows):
             found.append(f"the {split} split is empty (data_type column)")
     seen: dict[str, PersonaRow] = {}
@@ -159,11 +161,13 @@ def problems(rows: list[PersonaRow], tasks: list[str], dialect: Dialect, memory_
     return found
 
 
-def load_checked(paths: list[Path], tasks: list[str], dialect: Dialect) -> list[PersonaRow]:
+def load_checked(paths: list[Path], tasks: list[str], dialect: Dialect, needed: tuple[str, ...] = SPLITS
+                 ) -> list[PersonaRow]:
     """The rows of every file together, or a DatasetError listing (the first 20 of) every problem before any training
-    starts. The files are checked as one dataset: an input in two of them is a duplicate, each split needs rows."""
+    starts. The files are checked as one dataset: an input in two of them is a duplicate, each needed split needs
+    rows."""
     rows = [row for path in paths for row in load_rows(path)]
-    found = problems(rows, tasks, dialect)
+    found = problems(rows, tasks, dialect, needed=needed)
     if found:
         more = f"\n  … and {len(found) - 20} more" if len(found) > 20 else ""
         names = " + ".join(str(p) for p in paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ohlora.llm.final_input import split_final_input
+from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import (
     ANSWER_END,
     ANSWER_START,
@@ -13,6 +14,7 @@ from ohlora.llm.task import (
     ChatPrompt,
     Dialect,
     GenerationSettings,
+    Opening,
     Reject,
     TaskSpec,
 )
@@ -150,6 +152,11 @@ EXTRACT_TASK: TaskSpec[Fact | None] = TaskSpec(
             temperature=0.6, max_new_tokens=24, stop_strings=(ORIGINAL_STOP,), reject_at_tokens=24
         ),
         Dialect.CHAT: GenerationSettings(temperature=0.6, max_new_tokens=32, reject_at_tokens=32),
+        # A fact or nothing: "[" against the explicit nothing, by the adapter's calibrated threshold where it has one;
+        # a fact's key is one of the vocabulary's.
+        Dialect.TUNED: GenerationSettings(temperature=0.6, max_new_tokens=32, reject_at_tokens=32,
+                                          opening=Opening(text="[", otherwise=NOTHING,
+                                                          after=tuple(f"[{key}:" for key in MEMORY_KEYS))),
     },
     build_prompt=build_prompt,
     build_chat=build_chat,
