@@ -344,3 +344,84 @@ def test_a_process_whose_tasks_share_one_adapter_merges_it():
     stacked = Settings(llm=LLMSettings(base_adapter="/persona", tasks={"memory": TaskModel(adapter="/memory")}))
     assert merged_and_own(stacked, list(TASK_NAMES)) == ("/persona", {"memory": "/memory"})
     assert merged_and_own(stacked, ["message", "pose"]) == ("/persona", {})
+
+
+# ------------------------------------------------------------------ calibrating the memory's opening
+def test_the_best_threshold_balances_both_kinds():
+    from ohlora.errors import ConfigError
+    from ohlora.train.calibrate import best_threshold
+
+    # Facts at 0.9, 0.6, 0.3; remarks at 0.4, 0.1: the cut at 0.5 sorts 2/3 and 2/2 (0.83); at 0.2, 3/3 and 1/2
+    # (0.75); at 0.35, 2/3 and 1/2.
+    chosen = best_threshold([0.9, 0.6, 0.3, 0.4, 0.1], [True, True, True, False, False])
+    assert chosen.value == pytest.approx(0.5) and chosen.balanced_accuracy == pytest.approx((2 / 3 + 1) / 2)
+    # Equal cuts (0.3 and 0.7 both sort 3 of 4): the middle one of them, of two the upper.
+    assert best_threshold([0.8, 0.2, 0.4, 0.6], [True, False, True, False]).value == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match="both kinds"):
+        best_threshold([0.5, 0.6], [True, True])
+
+
+def test_calibrate_the_memory_opening_and_serve_by_it(tmp_path, tiny_base):
+    """`ohlora train-calibrate` writes the threshold beside the adapter; the engine then decides each memory answer's
+    opening by it: a fact opening with a key of the vocabulary at or above it, the explicit nothing below."""
+    from ohlora.llm.calibration import CALIBRATION_FILE
+    from services.llm_memory.task import EXTRACT_TASK, NOTHING
+
+    data = small_dataset(tmp_path / "data.csv")
+    adapter = tmp_path / "memory"
+    trained = train_cli("--base", str(tiny_base), "--data", str(data), "--out", str(adapter), "--task", "memory",
+                        "--max-steps", "2", "--dtype", "float32", "--lr", "1e-2")
+    assert trained.exit_code == 0, trained.output
+    config = tmp_path / "ohlora.toml"
+    config.write_text(f'[llm]\nbase_model = "{tiny_base}"\ndialect = "tuned"\ndtype = "float32"\ndevice = "cpu"\n'
+                      f'[llm.tasks.memory]\nadapter = "{adapter}"\n')
+    later = [r for r in load_rows(PERSONA_CSV) if r.data_type == "train"][100:]  # not in data.csv
+    held_out = [r for r in later if r.memory][:12] + [r for r in later if not r.memory][:12]
+    calibration_rows = write_rows(tmp_path / "held-out.csv", [tuple(getattr(r, c) for c in COLUMNS) for r in held_out])
+
+    refused = runner.invoke(app, ["train-calibrate", "--data", str(data), "--config", str(config)])
+    assert refused.exit_code == 2 and "was trained on this file" in refused.output
+    assert not (adapter / CALIBRATION_FILE).exists()
+    result = runner.invoke(app, ["train-calibrate", "--data", str(calibration_rows), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    written = json.loads((adapter / CALIBRATION_FILE).read_text())
+    assert written["opening"]["text"] == "["
+    facts = sum(bool(r.memory) for r in held_out)
+    assert written["rows"] == {"opening": facts, "other": len(held_out) - facts}
+    assert written["data"] == [{"file": "held-out.csv", "sha256": sha256_file(calibration_rows)}]
+    assert written["balanced_accuracy"] >= 0.5 and written["command"].startswith("ohlora train-calibrate --data")
+
+    # Served: the decision follows the model's probability of "[" against the threshold. The threshold is set to
+    # the median of these inputs' probabilities, so both sides are exercised whatever the tiny model learnt.
+    async def answers() -> tuple[list[float], list[str]]:
+        engine = LLMEngine.load(EngineConfig(base_model=str(tiny_base), adapters={"memory": str(adapter)},
+                                             dtype="float32", device="cpu", seed=3))
+        prompts = [EXTRACT_TASK.prompt(Dialect.TUNED, final_input=r.input_data) for r in held_out]
+        chances = [engine.next_token_probability(p, "memory", "[") for p in prompts]
+        written["opening"]["threshold"] = sorted(chances)[len(chances) // 2]
+        (adapter / CALIBRATION_FILE).write_text(json.dumps(written))
+        engine = LLMEngine.load(EngineConfig(base_model=str(tiny_base), adapters={"memory": str(adapter)},
+                                             dtype="float32", device="cpu", seed=3, max_batch_size=8))
+        engine.start()
+        settings = EXTRACT_TASK.settings_for(Dialect.TUNED)
+
+        async def one(prompt: object) -> str:
+            async for update in engine.for_adapter("memory").generate(prompt, settings):
+                if update.done:
+                    return update.text
+            raise AssertionError("no final update")
+
+        try:
+            return chances, list(await asyncio.gather(*(one(p) for p in prompts)))
+        finally:
+            await engine.stop()
+
+    chances, texts = asyncio.run(answers())
+    threshold = sorted(chances)[len(chances) // 2]
+    openings = tuple(f"[{key}:" for key in MEMORY_KEYS)
+    for chance, text in zip(chances, texts):
+        if chance >= threshold:
+            assert text.startswith(openings) and len(text) > len(next(o for o in openings if text.startswith(o)))
+        else:
+            assert text == NOTHING
+    assert sum(c >= threshold for c in chances) >= len(chances) // 2 and any(c < threshold for c in chances)
