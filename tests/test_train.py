@@ -17,8 +17,8 @@ from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.final_input import split_final_input
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Dialect
-from ohlora.train.dataset import (COLUMNS, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON, load_rows, problems,
-                                  sha256_file)
+from ohlora.train.dataset import (COLUMNS, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON, UNSEEN_SCENARIOS_JSON,
+                                  load_rows, problems, sha256_file)
 from ohlora.train.sft import IGNORE, build_examples
 
 runner = CliRunner()
@@ -60,6 +60,22 @@ def test_scenarios_are_held_out(persona_rows):
     for s in scenarios:
         assert s["key"] in MEMORY_KEYS and s["value"]
         assert s["first"] not in inputs and s["second"] not in inputs
+
+
+def test_unseen_scenarios_are_held_out_by_fact(persona_rows):
+    """scenarios-unseen.json: no value (or word of one) appears in any row of the dataset (either split, the extra
+    rows included) or in the recall calibration; the sentences are new too."""
+    unseen = json.loads(UNSEEN_SCENARIOS_JSON.read_text())
+    assert len(unseen) >= 10
+    dataset = "\n".join(" ".join((r.input_data, r.output_message, r.memory, r.summary))
+                        for r in persona_rows + load_rows(MEMORY_FACTS_CSV))
+    calibration = (UNSEEN_SCENARIOS_JSON.parent / "recall_calibration.json").read_text()
+    for s in unseen:
+        assert s["key"] in MEMORY_KEYS and s["value"]
+        for word in [s["value"], *s["value"].split()]:
+            assert word not in dataset and word not in calibration, word
+        assert s["first"] not in dataset and s["second"] not in dataset
+    assert not {s["first"] for s in unseen} & {s["first"] for s in json.loads(SCENARIOS_JSON.read_text())}
 
 
 def test_the_memory_facts_rows_join_the_dataset_cleanly(persona_rows):

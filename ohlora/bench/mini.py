@@ -31,7 +31,8 @@ from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Finished, complete_task
 from ohlora.presets import preset_config
 from ohlora.runtime.device import choose_dtype
-from ohlora.train.dataset import PERSONA_CSV, SCENARIOS_JSON, PersonaRow, load_rows, task_spec
+from ohlora.train.dataset import (PERSONA_CSV, SCENARIOS_JSON, UNSEEN_SCENARIOS_JSON, PersonaRow, load_rows,
+                                  task_spec)
 from services.llm_message.task import CHAT_EXAMPLES, FALLBACK_REPLY
 
 
@@ -71,6 +72,9 @@ def is_informal(reply: str) -> bool:
 
 VARIANTS = {"tuned": "mini", "few-shot": "mini-few-shot"}
 EVAL_SEED = 1234
+# The two-turn scenario sets, and the figure each gives.
+SCENARIO_SETS = {"scenarios": SCENARIOS_JSON, "unseen scenarios": UNSEEN_SCENARIOS_JSON}
+SCENARIO_RESULTS = {"scenarios": "mini_scenario_recall_share", "unseen scenarios": "mini_unseen_scenario_recall_share"}
 
 
 def bench_variant() -> str:
@@ -157,48 +161,57 @@ async def _quality(quick: bool) -> tuple[SuiteResult, float]:
                        rows=table, results=results, notes=notes, dtype=settings.llm.dtype), elapsed
 
 
-def scenario_recall(quick: bool) -> tuple[float, list[list[object]], str]:
+def scenario_recall(quick: bool) -> dict[str, list[list[object]]]:
     """Two-turn scenarios through a real stack (gateway, Redis, the LLM and embedder services) on the variant.
 
     A scenario passes when the fact written in turn 1 is the memory in front of turn 2's final input and its
-    value is in turn 2's reply: extraction, storage, recall and use, as the user experiences them.
+    value is in turn 2's reply: extraction, storage, recall and use, as the user experiences them. Both sets run on
+    one stack: `scenarios.json` (held out by sentence; its facts also appear in train rows) and
+    `scenarios-unseen.json` (held out by fact: no value of it appears in any data the adapters were trained on).
     """
     import grpc
 
     from ohlora.stack import LocalStack
     from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
 
-    scenarios = json.loads(SCENARIOS_JSON.read_text())[: 5 if quick else None]
+    sets = {name: json.loads(path.read_text())[: 5 if quick else None] for name, path in SCENARIO_SETS.items()}
     config = preset_config(VARIANTS[bench_variant()])
     stack = LocalStack(Path(tempfile.mkdtemp(prefix="ohlora-bench-")), config)
-    rows: list[list[object]] = []
+    results: dict[str, list[list[object]]] = {}
     try:
         stack.consolidated({"OHLORA_LLM__SEED": str(EVAL_SEED)})
         stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
-        for number, scenario in enumerate(scenarios):
-            metadata = call_metadata(f"scenario-{number}", None)
-            for text in (scenario["first"], scenario["second"]):
-                for _ in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
-                    pass
-            first, second = stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=2), metadata=metadata).turns  # newest last
-            fact = first.memory_written
-            passed = bool(fact) and second.final_input.startswith(fact) and scenario["value"] in second.reply
-            rows.append([scenario["first"], fact or "-", scenario["second"], second.final_input, second.reply, passed])
+        for name, scenarios in sets.items():
+            rows = results.setdefault(name, [])
+            for number, scenario in enumerate(scenarios):
+                metadata = call_metadata(f"{name}-{number}", None)
+                for text in (scenario["first"], scenario["second"]):
+                    for _ in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
+                        pass
+                first, second = stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=2), metadata=metadata).turns
+                fact = first.memory_written  # newest last
+                passed = bool(fact) and second.final_input.startswith(fact) and scenario["value"] in second.reply
+                rows.append([scenario["first"], fact or "-", scenario["second"], second.final_input, second.reply,
+                             passed])
     finally:
         stack.close()
-    return sum(bool(r[-1]) for r in rows) / len(rows), rows, str(config)
+    return results
 
 
 def mini_quality(quick: bool) -> SuiteResult:
     """Format shares and the persona figures on the valid split, then the two-turn memory scenarios."""
     result, _ = asyncio.run(_quality(quick))
-    share, scenario_rows, _ = scenario_recall(quick)
-    result.results["mini_scenario_recall_share"] = share
-    passed = sum(bool(r[-1]) for r in scenario_rows)
-    result.notes.append(f"two-turn scenarios through `ohlora up`'s stack: {passed}/{len(scenario_rows)} recalled and used; "
-                        + "; ".join(f"{r[0]} -> {r[1]} | {r[2]} -> {r[4]}" for r in scenario_rows[:6]))
-    result.details["scenarios"] = [dict(zip(("first", "fact", "second", "final_input", "reply", "passed"), r))
-                                   for r in scenario_rows]
+    for name, rows in scenario_recall(quick).items():
+        passed = sum(bool(r[-1]) for r in rows)
+        result.results[SCENARIO_RESULTS[name]] = passed / len(rows)
+        recalled = sum(r[1] != "-" and str(r[3]).startswith(str(r[1])) for r in rows)
+        stored = sum(r[1] != "-" for r in rows)
+        result.notes.append(
+            f"two-turn scenarios ({name}) through `ohlora up`'s stack: {passed}/{len(rows)} recalled and used "
+            f"(stored {stored}, recalled {recalled}); "
+            + "; ".join(f"{r[0]} -> {r[1]} | {r[2]} -> {r[4]}" for r in rows[:6]))
+        result.details[name] = [dict(zip(("first", "fact", "second", "final_input", "reply", "passed"), r))
+                                for r in rows]
     return result
 
 

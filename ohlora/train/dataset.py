@@ -26,6 +26,8 @@ ANSWER_COLUMN = {"message": "output_message", "memory": "memory", "summary": "su
 DATA_DIR = Path(__file__).parent / "data"
 PERSONA_CSV = DATA_DIR / "persona.csv"
 SCENARIOS_JSON = DATA_DIR / "scenarios.json"
+# Scenarios held out by fact, not only by sentence: no value of theirs appears in any train row.
+UNSEEN_SCENARIOS_JSON = DATA_DIR / "scenarios-unseen.json"
 # Rows added for the memory adapter (`ohlora train --extra-data`): lasting facts and passing remarks, train only.
 MEMORY_FACTS_CSV = DATA_DIR / "memory-facts.csv"
 
