@@ -99,11 +99,13 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
     # Train rows only: a valid split is what the benchmark evaluates on.
     rows = [r for r in load_checked(config.data, [config.task], Dialect.TUNED, needed=("train",))
             if r.data_type == "train"]
+    opens = [answer_text(config.task, row.answer(config.task), Dialect.TUNED).startswith(opening.text) for row in rows]
+    if all(opens) or not any(opens):
+        raise ConfigError("calibration needs rows of both kinds: answers that open with the text and answers that do not")
     engine = LLMEngine.load(LLMHost(settings, [config.task]).engine_config())
     loaded = engine.aliases.get(config.task, config.task)
     probabilities = [engine.next_token_probability(spec.prompt(Dialect.TUNED, **row.fields(config.task)), loaded,
                                                    opening.text) for row in rows]
-    opens = [answer_text(config.task, row.answer(config.task), Dialect.TUNED).startswith(opening.text) for row in rows]
     chosen = best_threshold(probabilities, opens)
     sampled = shares(probabilities, opens, 0.5)
     result = {

@@ -28,7 +28,8 @@ PERSONA_CSV = DATA_DIR / "persona.csv"
 SCENARIOS_JSON = DATA_DIR / "scenarios.json"
 # Scenarios held out by fact, not only by sentence: no value of theirs appears in any train row.
 UNSEEN_SCENARIOS_JSON = DATA_DIR / "scenarios-unseen.json"
-# Rows added for the memory adapter (`ohlora train --extra-data`): lasting facts and passing remarks, train only.
+# Lasting facts and passing remarks, train only: the rows `ohlora train-calibrate` calibrated the shipped memory
+# adapter's opening on (it was not trained on them), and extra data for a retrain (`ohlora train --extra-data`).
 MEMORY_FACTS_CSV = DATA_DIR / "memory-facts.csv"
 
 
