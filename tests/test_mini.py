@@ -227,3 +227,22 @@ def test_on_qwen_an_expression_is_three_choices_and_the_rest_is_written(mini: Mi
             run, node = node.children[ids[at]].forced()
             at += 1 + len(run)
         assert at == len(ids) >= 13 and choices == 3, (answer, len(ids), choices)
+
+
+def test_on_qwen_a_memorys_key_openings_are_the_token_paths_of_whole_answers(mini: MiniPreset):
+    """The calibrated opening keeps an opened memory on "[key:" paths, each tokenized on its own: with the real
+    tokenizer they must be exactly how a whole trained answer starts, or the adapter would be led off its paths."""
+    from transformers import AutoTokenizer
+
+    from ohlora.llm.persona import MEMORY_KEYS
+    from ohlora.llm.task import Dialect
+    from services.llm_memory.task import EXTRACT_TASK
+
+    tokenizer = AutoTokenizer.from_pretrained(str(mini.llm))
+    opening = EXTRACT_TASK.settings_for(Dialect.TUNED).opening
+    assert opening is not None and len(opening.after) == len(MEMORY_KEYS)
+    for start, key in zip(opening.after, MEMORY_KEYS):
+        ids = tokenizer.encode(start, add_special_tokens=False)
+        for value in ("강아지 콩이", "7월 15일", "허리 디스크"):
+            assert tokenizer.encode(f"[{key}: {value}]", add_special_tokens=False)[: len(ids)] == ids, (key, value)
+        assert ids[0] == tokenizer.encode(opening.text, add_special_tokens=False)[0]  # the token the threshold is on

@@ -78,6 +78,15 @@ def test_unseen_scenarios_are_held_out_by_fact(persona_rows):
     assert not {s["first"] for s in unseen} & {s["first"] for s in json.loads(SCENARIOS_JSON.read_text())}
 
 
+def test_each_scenario_set_runs_under_valid_user_ids():
+    """mini-quality talks to the gateway as one user per scenario, named after its set."""
+    from gateway.auth import USER_ID
+    from ohlora.bench.mini import SCENARIO_RESULTS, SCENARIO_SETS
+
+    assert SCENARIO_SETS.keys() == SCENARIO_RESULTS.keys()
+    assert all(USER_ID.match(f"{name}-15") for name in SCENARIO_SETS)
+
+
 def test_the_memory_facts_rows_join_the_dataset_cleanly(persona_rows):
     """memory-facts.csv calibrates the shipped memory adapter's opening (which never trained on it) and is extra data
     for a retrain: checked with persona.csv as one dataset, train rows only (the evaluation stays persona.csv's valid
@@ -397,6 +406,10 @@ def test_calibrate_the_memory_opening_and_serve_by_it(tmp_path, tiny_base):
 
     refused = runner.invoke(app, ["train-calibrate", "--data", str(data), "--config", str(config)])
     assert refused.exit_code == 2 and "was trained on this file" in refused.output
+    facts_only = write_rows(tmp_path / "facts-only.csv", [tuple(getattr(r, c) for c in COLUMNS) for r in held_out
+                                                            if r.memory])
+    refused = runner.invoke(app, ["train-calibrate", "--data", str(facts_only), "--config", str(config)])
+    assert refused.exit_code == 2 and "rows of both kinds" in refused.output
     assert not (adapter / CALIBRATION_FILE).exists()
     result = runner.invoke(app, ["train-calibrate", "--data", str(calibration_rows), "--config", str(config)])
     assert result.exit_code == 0, result.output

@@ -72,9 +72,9 @@ def is_informal(reply: str) -> bool:
 
 VARIANTS = {"tuned": "mini", "few-shot": "mini-few-shot"}
 EVAL_SEED = 1234
-# The two-turn scenario sets, and the figure each gives.
-SCENARIO_SETS = {"scenarios": SCENARIOS_JSON, "unseen scenarios": UNSEEN_SCENARIOS_JSON}
-SCENARIO_RESULTS = {"scenarios": "mini_scenario_recall_share", "unseen scenarios": "mini_unseen_scenario_recall_share"}
+# The two-turn scenario sets (names that are valid user ids too), and the figure each gives.
+SCENARIO_SETS = {"scenarios": SCENARIOS_JSON, "unseen-scenarios": UNSEEN_SCENARIOS_JSON}
+SCENARIO_RESULTS = {"scenarios": "mini_scenario_recall_share", "unseen-scenarios": "mini_unseen_scenario_recall_share"}
 
 
 def bench_variant() -> str:
