@@ -163,12 +163,14 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
     assert memory["config"]["tasks"] == ["memory"]
     # Its opening's calibration: for these weights, on rows in the repository as they are, none of them trained on.
     from ohlora.llm.calibration import CALIBRATION_FILE, read_opening
+    from ohlora.train.calibrate import trained_on
 
     calibration = json.loads((MEMORY_ADAPTER_DIR / CALIBRATION_FILE).read_text())
     assert calibration["adapter_sha256"] == memory["adapter_sha256"]
-    trained_on = {memory["data_sha256"], *(extra["sha256"] for extra in memory.get("extra_data", []))}
+    assert memory["data_sha256"] in trained_on(MEMORY_ADAPTER_DIR)
     for data in calibration["data"]:
-        assert data["sha256"] == sha256_file(DATA_DIR / data["file"]) and data["sha256"] not in trained_on, data
+        assert data["sha256"] == sha256_file(DATA_DIR / data["file"])
+        assert data["sha256"] not in trained_on(MEMORY_ADAPTER_DIR), data
     assert read_opening(str(MEMORY_ADAPTER_DIR)) is not None and 0 < calibration["opening"]["threshold"] < 1
 
 

@@ -32,7 +32,7 @@ from ohlora.llm.calibration import CalibratedOpening, read_opening
 from ohlora.llm.decoding import DecodeRow, OpeningRule, decode, opening_probability
 from ohlora.llm.multi_lora import StackedLoRA
 from ohlora.llm.quantize import quantize_weights
-from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, TaskGenerator
+from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, Opening, TaskGenerator
 from ohlora.llm.vocabulary import HangulSyllableGuard, OutputVocabulary, restrict_output
 from ohlora.runtime import metrics
 from ohlora.runtime.device import choose_dtype, resolve_device
@@ -204,6 +204,7 @@ class LLMEngine:
         # Loaded adapter -> its calibrated opening (ohlora.llm.calibration): where a task's settings declare that
         # opening, the adapter's rows decide it by the threshold.
         self.openings = openings or {}
+        self._opening_rules: dict[tuple[str, Opening], OpeningRule] = {}
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -391,15 +392,18 @@ class LLMEngine:
                          self._answer_trie(req.settings.answers), opening=self._opening_rule(req))
 
     def _opening_rule(self, req: _Request) -> OpeningRule | None:
-        """The request's opening as token ids, where its task declares one and its adapter is calibrated for it."""
+        """The request's opening as token ids, where its task declares one and its adapter is calibrated for it
+        (built once per adapter and opening: this runs for every request)."""
         opening = req.settings.opening
         calibrated = self.openings.get(req.adapter) if opening is not None and req.adapter is not None else None
         if opening is None or calibrated is None or calibrated.text != opening.text:
             return None
-        opened = self._answer_trie(opening.after or (opening.text,), prefixes=True)
-        otherwise = self._answer_trie((opening.otherwise,))
-        assert opened is not None and otherwise is not None
-        return OpeningRule(self.first_token(opening.text), calibrated.threshold, opened, otherwise)
+        key = (req.adapter, opening)
+        if key not in self._opening_rules:
+            self._opening_rules[key] = OpeningRule(
+                self.first_token(opening.text), calibrated.threshold,
+                self._trie(opening.after or (opening.text,), prefixes=True), self._trie((opening.otherwise,)))
+        return self._opening_rules[key]
 
     def first_token(self, text: str) -> int:
         return self.tokenizer.encode(text, add_special_tokens=False)[0]
@@ -429,13 +433,15 @@ class LLMEngine:
         else:  # "__base__": peft's name for the bare base
             yield {"adapter_names": [a or "__base__" for a in adapters]}
 
-    def _answer_trie(self, answers: tuple[str, ...], prefixes: bool = False) -> AnswerTrie | None:
-        """A task's answer set (or openings) as token paths, built once per set (ohlora.llm.answers)."""
-        if not answers:
-            return None
-        if (answers, prefixes) not in self._answer_tries:
-            self._answer_tries[answers, prefixes] = AnswerTrie(self.tokenizer, answers, prefixes)
-        return self._answer_tries[answers, prefixes]
+    def _answer_trie(self, answers: tuple[str, ...]) -> AnswerTrie | None:
+        """A task's answer set as token paths (None: the task has none)."""
+        return self._trie(answers) if answers else None
+
+    def _trie(self, texts: tuple[str, ...], prefixes: bool = False) -> AnswerTrie:
+        """Answers (or openings) as token paths, built once per set (ohlora.llm.answers)."""
+        if (texts, prefixes) not in self._answer_tries:
+            self._answer_tries[texts, prefixes] = AnswerTrie(self.tokenizer, texts, prefixes)
+        return self._answer_tries[texts, prefixes]
 
     def _adapter_context(self, adapter: str | None) -> contextlib.AbstractContextManager[object]:
         """Selects one adapter for every row; no adapter means the bare base."""

@@ -41,12 +41,16 @@ class Threshold:
         return (self.opened_share + self.other_share) / 2
 
 
+def require_both_kinds(opens: list[bool]) -> None:
+    if all(opens) or not any(opens):
+        raise ConfigError("calibration needs rows of both kinds: answers that open with the text and answers that do not")
+
+
 def shares(probabilities: list[float], opens: list[bool], cut: float) -> Threshold:
     """How a cut sorts the rows: each kind's share on its own side."""
+    require_both_kinds(opens)
     positives = [p for p, o in zip(probabilities, opens) if o]
     negatives = [p for p, o in zip(probabilities, opens) if not o]
-    if not positives or not negatives:
-        raise ConfigError("calibration needs rows of both kinds: answers that open with the text and answers that do not")
     return Threshold(cut, sum(p >= cut for p in positives) / len(positives),
                      sum(p < cut for p in negatives) / len(negatives))
 
@@ -79,6 +83,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
     from ohlora.config import load_settings
     from ohlora.llm.engine import LLMEngine
     from ohlora.llm.host import LLMHost
+    from ohlora.train.sft import adapter_sha256
 
     settings = load_settings(config.settings_file)
     spec = task_spec(config.task)
@@ -100,8 +105,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
     rows = [r for r in load_checked(config.data, [config.task], Dialect.TUNED, needed=("train",))
             if r.data_type == "train"]
     opens = [answer_text(config.task, row.answer(config.task), Dialect.TUNED).startswith(opening.text) for row in rows]
-    if all(opens) or not any(opens):
-        raise ConfigError("calibration needs rows of both kinds: answers that open with the text and answers that do not")
+    require_both_kinds(opens)  # before the model loads
     engine = LLMEngine.load(LLMHost(settings, [config.task]).engine_config())
     loaded = engine.aliases.get(config.task, config.task)
     probabilities = [engine.next_token_probability(spec.prompt(Dialect.TUNED, **row.fields(config.task)), loaded,
@@ -119,7 +123,7 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
         "median_probability": {"opening": statistics.median(p for p, o in zip(probabilities, opens) if o),
                                "other": statistics.median(p for p, o in zip(probabilities, opens) if not o)},
         "data": [{"file": Path(path).name, "sha256": digest} for path, digest in hashes.items()],
-        "adapter_sha256": _adapter_sha256(adapter),
+        "adapter_sha256": adapter_sha256(str(adapter)),
         "served_with": {"base": settings.llm.base_model, "base_adapter": settings.llm.base_adapter,
                         "output_vocabulary": settings.llm.output_vocabulary},
         "command": "ohlora train-calibrate " + shlex.join(
@@ -129,9 +133,3 @@ def calibrate(config: CalibrateConfig) -> dict[str, Any]:
     }
     (adapter / CALIBRATION_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return result
-
-
-def _adapter_sha256(adapter: Path) -> str:
-    from ohlora.train.sft import adapter_sha256
-
-    return adapter_sha256(str(adapter))
