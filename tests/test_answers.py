@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ohlora.llm.answers import AnswerTrie
-from ohlora.llm.decoding import DecodeRow, decode
+from ohlora.llm.decoding import DecodeRow, Mention, decode
 from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.task import Dialect, GenerationSettings, complete_task
+from services.llm_message.task import REPLY_TASK
 from services.llm_pose.task import EXPRESSION_ANSWERS, POSE_TASK, check_expression
 
 HOT = GenerationSettings(temperature=2.0, max_new_tokens=32)
@@ -111,3 +113,38 @@ def test_a_batch_that_keeps_taking_newcomers_keeps_its_cache_short(tiny_models):
                adapters_of=lambda batch: contextlib.nullcontext({}), admit=lambda running: waiting[:1] and [waiting.pop()])
     assert len(rows) == 41 and all(len(r.generated) == 3 for r in rows)
     assert len(widths) > 40 and max(widths) <= len(prompt) + 3 + 2, (max(widths), len(prompt))
+
+
+def test_a_mention_nudges_the_next_token_of_each_path_until_one_is_said():
+    mention = Mention(paths=((5, 6, 7), (9, 6, 7)), bias=2.0)
+    scores = torch.zeros(12)
+    mention.nudge([1, 2], scores)  # nothing of either path yet: both first tokens
+    assert scores.nonzero().flatten().tolist() == [5, 9] and float(scores[5]) == 2.0
+    scores = torch.zeros(12)
+    scores[7] = float("-inf")
+    mention.nudge([1, 5, 6], scores)  # the first path's first two tokens written: only its third (ruled out here)
+    assert scores[7] == float("-inf") and not scores[:7].any() and not scores[8:].any()
+    assert not mention.said([5, 6, 1, 7]) and mention.said([1, 9, 6, 7, 2])
+
+
+async def test_a_tuned_reply_is_nudged_to_say_the_recalled_memory(tiny_models, engine):
+    """The reply task gives a recalled memory's words to the engine, which nudges them in (a random model with a
+    bias no logit of it can match says one; without the bias, none)."""
+    final_input = "[가족: 남동생 민재] 민재가 다음 달에 군대 간대"
+    memory = ("남동생",)
+    assert REPLY_TASK.mention(final_input=final_input) == ("남동생 민재", "남동생"), "민재 is the turn's own word"
+    assert REPLY_TASK.mention(final_input="[반려동물: 고양이 보리] 우리 고양이가 밥을 안 먹어") == ("고양이 보리", "보리")
+    assert REPLY_TASK.settings_for(Dialect.TUNED).mention_bias > 0
+    assert not REPLY_TASK.settings_for(Dialect.CHAT).mention_bias and not REPLY_TASK.settings_for(Dialect.ORIGINAL).mention_bias
+    assert REPLY_TASK.mention(final_input="민재가 다음 달에 군대 간대") == ()
+
+    async def reply(bias: float) -> str:
+        # Any text is taken (a random model's bytes break the reply's own checks): the plumbing is under test.
+        tuned = replace(REPLY_TASK.settings[Dialect.TUNED], mention_bias=bias, reject_at_tokens=None, max_new_tokens=24)
+        spec = replace(REPLY_TASK, settings={**REPLY_TASK.settings, Dialect.TUNED: tuned}, parse=lambda a: a.text)
+        return (await complete_task(engine.for_adapter(None), spec, Dialect.TUNED, final_input=final_input)).value
+
+    plain = await reply(0.0)
+    nudged = await reply(1e3)
+    assert not any(w in plain for w in memory), plain
+    assert sum(nudged.count(w) for w in memory) == 1, f"said once, then left alone: {nudged}"

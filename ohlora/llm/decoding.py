@@ -12,6 +12,8 @@ Why not transformers' generate(), which the engine used before:
   the reply's steps are the bare base's again.
 - A row with a calibrated opening (the memory's "[" or nothing, ohlora.llm.task.Opening) has its first token
   decided by a threshold on the model's probability, not drawn; its nothing is then written like an answer.
+- A reply to a turn that carries a recalled memory has the memory's words nudged (Mention): a bias on the token
+  that starts or continues one of them, until the row has said one.
 - A request that arrives while a batch runs joins it: its prompt gets a pass of its own, on a cache of its own
   that then joins the batch's (left-padded, like a prompt), so it waits one step, not for the whole batch.
 Everything else is what generate() did for the engine: a key/value cache, last-position logits, float32 scores
@@ -85,6 +87,31 @@ class OpeningRule:
     otherwise: AnswerTrie
 
 
+@dataclass(frozen=True)
+class Mention:
+    """Words a reply is nudged to say (a recalled memory's value: GenerationSettings.mention), as token paths.
+
+    Until the row has written one of the paths whole, `bias` is added to the logit of the token that goes on with
+    the path the row's last tokens have begun, or, where none is begun, to each path's first token. A nudge, not a
+    constraint: the model can still end a word elsewhere (a Korean word's first token is often a byte piece that
+    many syllables share, and writing the rest without a choice would turn the model's "내일" into the memory's
+    "대전").
+    """
+
+    paths: tuple[tuple[int, ...], ...]
+    bias: float
+
+    def said(self, generated: list[int]) -> bool:
+        return any(generated[i: i + len(p)] == list(p) for p in self.paths for i in range(len(generated) - len(p) + 1))
+
+    def nudge(self, generated: list[int], scores: torch.Tensor) -> None:
+        """Adds the bias to the next tokens in `scores` (one row's); a token the guards ruled out stays out."""
+        going_on = {path[k] for path in self.paths for k in range(min(len(path) - 1, len(generated)), 0, -1)
+                    if generated[-k:] == list(path[:k])}
+        following = going_on or {path[0] for path in self.paths}
+        scores[torch.tensor(sorted(following), device=scores.device)] += self.bias
+
+
 @dataclass
 class DecodeRow:
     """One row of a batch: its prompt, budget, sampling and adapter, its answer set if any, and what it wrote."""
@@ -99,6 +126,7 @@ class DecodeRow:
     node: AnswerNode | None = None  # where the row is among its answers' token paths
     feed: list[int] = field(default_factory=list)  # the tokens the next forward pass reads for this row
     opening: OpeningRule | None = None  # decided on the first pass's logits, then dropped
+    mention: Mention | None = None  # dropped once the row has said it
 
     @property
     def complete(self) -> bool:
@@ -122,6 +150,8 @@ class DecodeRow:
                 self.node = None  # a whole opening is written: the rest is the model's
         self.generated += tokens
         self.feed = tokens
+        if self.mention is not None and self.mention.said(self.generated):
+            self.mention = None
 
     def open(self, logits: torch.Tensor) -> None:
         """Decides the opening on the first pass's logits: the row is then on its openings' paths, or on `otherwise`."""
@@ -234,6 +264,9 @@ class _Passes:
                                   for r in batch], device=self.device)
         for guard in self.guards:
             scores = guard(sequences, scores)
+        for index, row in enumerate(batch):
+            if row.mention is not None:
+                row.mention.nudge(row.generated, scores[index])
         _constrain(batch, raw, scores, self.end_ids)  # a fixed answer's paths are whole texts: no guard needed
         sampler = RowSampler([r.temperature for r in batch], generators=[r.generator for r in batch])
         for row, token in zip(batch, sampler(sequences, scores).argmax(-1).tolist()):

@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, P
 from ohlora.errors import InvalidInput, QueueFull
 from ohlora.llm.answers import AnswerTrie
 from ohlora.llm.calibration import CalibratedOpening, read_opening
-from ohlora.llm.decoding import DecodeRow, OpeningRule, decode, opening_probability
+from ohlora.llm.decoding import DecodeRow, Mention, OpeningRule, decode, opening_probability
 from ohlora.llm.multi_lora import StackedLoRA
 from ohlora.llm.quantize import quantize_weights
 from ohlora.llm.task import ChatPrompt, GenerationSettings, GenerationUpdate, Opening, TaskGenerator
@@ -389,7 +389,16 @@ class LLMEngine:
 
     def _row(self, req: _Request) -> DecodeRow:
         return DecodeRow(req.prompt_ids, req.max_new, req.settings.temperature, req.generator, req.adapter,
-                         self._answer_trie(req.settings.answers), opening=self._opening_rule(req))
+                         self._answer_trie(req.settings.answers), opening=self._opening_rule(req),
+                         mention=self._mention(req.settings))
+
+    def _mention(self, settings: GenerationSettings) -> Mention | None:
+        """The words to nudge as token paths, each as it starts an answer and as it follows a space."""
+        if settings.mention_bias <= 0 or not settings.mention:
+            return None
+        paths = {tuple(self.tokenizer.encode(text, add_special_tokens=False))
+                 for word in settings.mention for text in (word, " " + word)}
+        return Mention(tuple(p for p in paths if p), settings.mention_bias)
 
     def _opening_rule(self, req: _Request) -> OpeningRule | None:
         """The request's opening as token ids, where its task declares one and its adapter is calibrated for it

@@ -28,6 +28,17 @@ class FinalInput:
     summary: str
     text: str  # what the user said
 
+    @property
+    def memory_news(self) -> tuple[str, ...]:
+        """What the recalled memory adds to the turn: its value, and its value's words of two syllables or more,
+        that the user's text does not already say ("[반려동물: 고양이 보리] 우리 고양이가 밥을 안 먹어": 고양이
+        보리, 보리). Echoing the turn's own word is not remembering."""
+        if not self.memory:
+            return ()
+        value = self.memory[1:-1].split(": ", 1)[1].strip()
+        words = [value, *(w for w in value.split() if len(w) >= 2)]
+        return tuple(w for w in dict.fromkeys(words) if w not in self.text)
+
     def context(self) -> str:
         """The memory or summary as a sentence for a chat prompt's system message ('' when there is none)."""
         if self.memory:

@@ -84,6 +84,10 @@ class GenerationSettings:
     attempt: int = 1
     # When set and the row's adapter is calibrated for it, the first token is decided by a threshold (Opening).
     opening: Opening | None = None
+    # Where above 0, the words of the call's `mention` (run_task sets it from the request, by the task's own
+    # `mention`) are nudged into the answer by this logit bias (ohlora.llm.decoding.Mention).
+    mention_bias: float = 0.0
+    mention: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.max_new_tokens is None) == (self.max_total_tokens is None):
@@ -145,6 +149,9 @@ class TaskSpec(Generic[T]):
     # sees it: chat answers do not start with the space the original's do, and a task
     # may accept an explicit word (e.g. "없음") where the original answers nothing.
     adapt_chat: Callable[[str], str] = lambda text: " " + text
+    # The words of a request the answer should say where its settings give them a bias (the reply: a recalled
+    # memory's value).
+    mention: Callable[..., tuple[str, ...]] = lambda **fields: ()
 
     def settings_for(self, dialect: Dialect) -> GenerationSettings:
         if dialect is Dialect.TUNED and Dialect.TUNED not in self.settings:
@@ -213,6 +220,8 @@ async def run_task(
 ) -> AsyncIterator[TaskEvent]:
     """The attempt loop shared by every task: generate, check, parse, retry, fall back."""
     settings = spec.settings_for(dialect)
+    if settings.mention_bias > 0:
+        settings = replace(settings, mention=spec.mention(**fields))
     prompt = spec.prompt(dialect, **fields)
     stats = TaskStats()
     started = time.perf_counter()

@@ -129,6 +129,11 @@ def build_chat(final_input: str) -> ChatPrompt:
     return ChatPrompt(system=system, user=turn.text, examples=CHAT_EXAMPLES)
 
 
+# The logit bias a tuned reply gives the words of a recalled memory until it has said one (ohlora.llm.decoding,
+# Mention). The adapter learnt to use a memory in front of the turn, and does in about half of the turns that
+# carry one; chosen on the train split's memory turns (docs/training.md, "The reply says what she remembers").
+MEMORY_MENTION_BIAS = 2.0
+
 # The tuned dialect's one line; who she is and how she talks is in the adapter (docs/training.md). Every prompt
 # token is paid in prefill on every call, and Korean costs Qwen's tokenizer about a token a syllable.
 TUNED_SYSTEM = "너는 오로라야. 친구에게 반말로 답해."
@@ -151,10 +156,13 @@ REPLY_TASK: TaskSpec[str] = TaskSpec(
             count_tokens="total",
         ),
         Dialect.CHAT: GenerationSettings(temperature=0.6, max_new_tokens=80, reject_at_tokens=80),
+        Dialect.TUNED: GenerationSettings(temperature=0.6, max_new_tokens=80, reject_at_tokens=80,
+                                          mention_bias=MEMORY_MENTION_BIAS),
     },
     build_prompt=build_prompt,
     build_chat=build_chat,
     build_tuned=build_tuned,
     parse=parse_reply,
     fallback=lambda: FALLBACK_REPLY,
+    mention=lambda final_input: split_final_input(final_input).memory_news,
 )
