@@ -6,6 +6,10 @@ threshold; the words the two share are the plainest evidence there is. So each m
 `lexical_weight` times the share of its words (key and value, two syllables or more) found in the turn, as hybrid
 retrieval adds a lexical score to a dense one. A weight of 0 is the original's rule. The weight and the threshold
 are calibrated together on a calibration set of their own (scripts/recall_threshold.py, docs/models.md).
+
+A key's topic is often named in other words than the key's own: "우리 동네" for `사는 곳`, "남친" for `연인`,
+"강아지" for `반려동물`. KEY_TOPICS lists such words for the keys of the memory vocabulary; any of them in the turn
+counts as the key's (last) word found.
 """
 
 from __future__ import annotations
@@ -18,11 +22,50 @@ import numpy as np
 _SEPARATORS = re.compile(r"[\s,./·:()\[\]]+")
 
 
+# Words users name a key's topic with, other than the key's own (keys from ohlora.llm.persona.MEMORY_KEYS; a test
+# keeps them so). Written for everyday Korean chat; a word that many unrelated turns contain (먹다, 약) stays out.
+KEY_TOPICS: dict[str, tuple[str, ...]] = {
+    "좋아하는 음식": ("메뉴", "먹을", "간식", "디저트"),
+    "싫어하는 음식": ("메뉴", "반찬", "못 먹"),
+    "먹고 싶은 음식": ("메뉴", "먹을"),
+    "좋아하는 가수": ("노래", "음악", "콘서트", "앨범"),
+    "좋아하는 노래": ("음악", "플레이리스트"),
+    "좋아하는 색": ("색깔", "무슨 색"),
+    "반려동물": ("강아지", "고양이", "댕댕이", "냥이", "산책"),
+    "키우는 식물": ("화분", "식물", "물 주"),
+    "가족": ("엄마", "아빠", "동생", "언니", "오빠", "누나", "부모님", "할머니", "할아버지"),
+    "친구": ("베프", "절친", "단짝"),
+    "연인": ("남자친구", "여자친구", "남친", "여친", "애인"),
+    "사는 곳": ("동네", "사는 데", "집 근처"),
+    "직업": ("회사", "직장", "출근", "퇴근", "일하", "근무"),
+    "학교": ("수업", "강의", "캠퍼스", "교수님"),
+    "전공": ("학과", "과제"),
+    "생일": ("미역국",),
+    "나이": ("몇 살",),
+    "건강": ("병원", "아파", "아프"),
+    "롤 티어": ("랭크", "랭겜"),
+    "MBTI": ("성격",),
+}
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _SEPARATORS.split(text) if len(w) >= 2]
+
+
 @lru_cache(maxsize=65536)
 def memory_words(memory: str) -> tuple[str, ...]:
     """The words of a `[key: value]` memory that can be looked for in a turn: two syllables or more. Kept per
     text (a memory's text never changes), so a turn does not split a user's thousand memories again."""
-    return tuple(w for w in _SEPARATORS.split(memory) if len(w) >= 2)
+    return tuple(_words(memory))
+
+
+@lru_cache(maxsize=65536)
+def memory_terms(memory: str) -> tuple[tuple[str, ...], ...]:
+    """The memory's words, each with the words that count as it found: the key's last word with its topic's."""
+    words = memory_words(memory)
+    key = memory[1:].split(":", 1)[0].strip() if memory.startswith("[") and ":" in memory else ""
+    last = len(_words(key)) - 1 if key in KEY_TOPICS and _words(key) else -1
+    return tuple((w, *KEY_TOPICS[key]) if n == last else (w,) for n, w in enumerate(words))
 
 
 def _found(word: str, text: str) -> bool:
@@ -31,11 +74,11 @@ def _found(word: str, text: str) -> bool:
 
 
 def word_overlap(text: str, memories: list[str]) -> np.ndarray:
-    """For each memory, the share of its words the text contains (0 for a memory without words)."""
+    """For each memory, the share of its words (or their topic words) the text contains (0 for one without words)."""
     shares = []
     for memory in memories:
-        words = memory_words(memory)
-        shares.append(sum(_found(w, text) for w in words) / len(words) if words else 0.0)
+        terms = memory_terms(memory)
+        shares.append(sum(any(_found(w, text) for w in term) for term in terms) / len(terms) if terms else 0.0)
     return np.array(shares, dtype=np.float32)
 
 

@@ -199,9 +199,22 @@ def test_word_overlap_counts_the_memorys_words_found_in_the_turn_particles_and_e
     assert memory_words("[좋아하는 가수: 아이유]") == ("좋아하는", "가수", "아이유")
     assert memory_words("[가족: 여동생 지우]") == ("가족", "여동생", "지우")
     shares = word_overlap("여동생이랑 주말에 뭐 하지", ["[가족: 여동생 지우]", "[좋아하는 가수: 아이유]", "[x: y]"])
-    assert shares.tolist() == pytest.approx([1 / 3, 0.0, 0.0])
+    # 여동생 is there, and so is 동생, a word of the key's topic (KEY_TOPICS["가족"]); 지우 is not.
+    assert shares.tolist() == pytest.approx([2 / 3, 0.0, 0.0])
     # A stem: the word without its last syllable ("좋아하는" -> "좋아하" in "좋아하던").
     assert word_overlap("내가 좋아하던 가수 노래", ["[좋아하는 가수: 아이유]"]).tolist() == pytest.approx([2 / 3])
+
+
+def test_a_key_topic_named_in_other_words_counts_as_the_key_found():
+    from gateway.recall import KEY_TOPICS, memory_terms, word_overlap
+    from ohlora.llm.persona import MEMORY_KEYS
+
+    assert set(KEY_TOPICS) <= set(MEMORY_KEYS), set(KEY_TOPICS) - set(MEMORY_KEYS)
+    assert memory_terms("[사는 곳: 대전]") == (("사는", *KEY_TOPICS["사는 곳"]), ("대전",))
+    memories = ["[사는 곳: 대전]", "[연인: 민준]", "[상태: 시험 기간]"]
+    assert word_overlap("우리 동네에 갈 만한 데 있어?", memories).tolist() == pytest.approx([0.5, 0.0, 0.0])
+    assert word_overlap("남친이랑 싸웠어", memories).tolist() == pytest.approx([0.0, 0.5, 0.0])
+    assert word_overlap("오늘 비 온대", memories).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_the_lexical_weight_lets_the_memory_the_turn_names_win_and_zero_keeps_the_cosine_rule():

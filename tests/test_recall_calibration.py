@@ -22,15 +22,16 @@ CALIBRATION = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json
 
 # `python scripts/recall_threshold.py` on the machine in docs/models.md (AVX512, 2 cores, torch 2.13.0+cpu; the
 # ONNX backend gives the same counts), the preset's embedder (e5 with the recall adapter merged) and the preset's
-# lexical weight (MEASURED_WEIGHT): threshold -> (right recalls, wrong-memory recalls, unrelated turns recalling one),
+# lexical weight (MEASURED_WEIGHT) with the key topic words (gateway.recall.KEY_TOPICS): threshold -> (right
+# recalls, wrong-memory recalls, unrelated turns recalling one),
 # all 40 memories stored, 80 turns of each kind.
 MEASURED_WEIGHT = 0.25
 MEASURED = {
-    0.40: (53, 27, 75), 0.41: (53, 27, 73), 0.42: (53, 27, 72), 0.43: (53, 25, 64), 0.44: (53, 25, 57),
-    0.45: (53, 24, 55), 0.46: (53, 19, 49), 0.47: (53, 16, 40), 0.48: (53, 15, 34), 0.49: (53, 14, 28),
-    0.50: (52, 14, 24), 0.51: (50, 13, 22), 0.52: (49, 12, 21), 0.53: (46, 10, 16), 0.54: (42, 6, 13),
-    0.55: (39, 5, 8), 0.56: (38, 5, 6), 0.57: (37, 5, 5), 0.58: (36, 5, 4), 0.59: (36, 5, 4),
-    0.60: (34, 4, 4),
+    0.40: (58, 22, 75), 0.41: (58, 22, 73), 0.42: (58, 22, 72), 0.43: (58, 20, 65), 0.44: (58, 20, 58),
+    0.45: (58, 20, 56), 0.46: (58, 15, 50), 0.47: (58, 13, 41), 0.48: (58, 13, 35), 0.49: (58, 12, 29),
+    0.50: (56, 12, 25), 0.51: (54, 12, 23), 0.52: (52, 10, 22), 0.53: (50, 9, 17), 0.54: (47, 6, 14),
+    0.55: (44, 5, 8), 0.56: (43, 5, 6), 0.57: (41, 5, 5), 0.58: (40, 5, 4), 0.59: (39, 5, 4),
+    0.60: (37, 4, 4),
 }
 # Turns that may move on another CPU or library version.
 MARGIN = 4
