@@ -127,7 +127,7 @@ def test_a_mention_nudges_the_next_token_of_each_path_until_one_is_said():
     assert not mention.said([5, 6, 1, 7]) and mention.said([1, 9, 6, 7, 2])
 
 
-async def test_a_tuned_reply_is_nudged_to_say_the_recalled_memory(tiny_models, engine):
+async def test_a_tuned_reply_is_nudged_to_say_the_recalled_memory(engine):
     """The reply task gives a recalled memory's words to the engine, which nudges them in (a random model with a
     bias no logit of it can match says one; without the bias, none)."""
     final_input = "[가족: 남동생 민재] 민재가 다음 달에 군대 간대"

@@ -23,8 +23,7 @@ CALIBRATION = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json
 # `python scripts/recall_threshold.py` on the machine in docs/models.md (AVX512, 2 cores, torch 2.13.0+cpu; the
 # ONNX backend gives the same counts), the preset's embedder (e5 with the recall adapter merged) and the preset's
 # lexical weight (MEASURED_WEIGHT) with the key topic words (gateway.recall.KEY_TOPICS): threshold -> (right
-# recalls, wrong-memory recalls, unrelated turns recalling one),
-# all 40 memories stored, 80 turns of each kind.
+# recalls, wrong-memory recalls, unrelated turns recalling one), all 40 memories stored, 80 turns of each kind.
 MEASURED_WEIGHT = 0.25
 MEASURED = {
     0.40: (58, 22, 75), 0.41: (58, 22, 73), 0.42: (58, 22, 72), 0.43: (58, 20, 65), 0.44: (58, 20, 58),
