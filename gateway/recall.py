@@ -62,10 +62,9 @@ def memory_words(memory: str) -> tuple[str, ...]:
 @lru_cache(maxsize=65536)
 def memory_terms(memory: str) -> tuple[tuple[str, ...], ...]:
     """The memory's words, each with the words that count as it found: the key's last word with its topic's."""
-    words = memory_words(memory)
     key = memory[1:].split(":", 1)[0].strip() if memory.startswith("[") and ":" in memory else ""
-    last = len(_words(key)) - 1 if key in KEY_TOPICS and _words(key) else -1
-    return tuple((w, *KEY_TOPICS[key]) if n == last else (w,) for n, w in enumerate(words))
+    last = len(_words(key)) - 1 if key in KEY_TOPICS else -1  # the key's words come first among the memory's
+    return tuple((w, *KEY_TOPICS[key]) if n == last else (w,) for n, w in enumerate(memory_words(memory)))
 
 
 def _found(word: str, text: str) -> bool:
