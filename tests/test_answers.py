@@ -137,6 +137,8 @@ async def test_a_tuned_reply_is_nudged_to_say_the_recalled_memory(engine):
     assert REPLY_TASK.settings_for(Dialect.TUNED).mention_bias > 0
     assert not REPLY_TASK.settings_for(Dialect.CHAT).mention_bias and not REPLY_TASK.settings_for(Dialect.ORIGINAL).mention_bias
     assert REPLY_TASK.mention(final_input="민재가 다음 달에 군대 간대") == ()
+    # A fact's time is no part of what is remembered: saying "다음 달" is not saying it.
+    assert REPLY_TASK.mention(final_input="[향후 일정: 다음 달 다낭 여행] 여행 가서 뭐 하지") == ("다음 달 다낭 여행", "다낭")
 
     async def reply(bias: float) -> str:
         # Any text is taken (a random model's bytes break the reply's own checks): the plumbing is under test.

@@ -22,6 +22,12 @@ def build_final_input(memory: str, summary: str, text: str) -> str:
     return text
 
 
+# Words that place a fact in time ("다음 달 다낭 여행"): they frame what is remembered and are no part of it, so a
+# reply that says "다음 달" has not said what it remembers.
+TIME_WORDS = frozenset({"오늘", "내일", "어제", "모레", "그제", "이번", "다음", "지난", "요즘", "최근", "주말", "평일",
+                        "매일", "아침", "점심", "저녁", "오전", "오후", "새벽", "이따", "나중"})
+
+
 @dataclass(frozen=True)
 class FinalInput:
     memory: str  # "[key: value]" or ""
@@ -30,13 +36,13 @@ class FinalInput:
 
     @property
     def memory_news(self) -> tuple[str, ...]:
-        """What the recalled memory adds to the turn: its value, and its value's words of two syllables or more,
-        that the user's text does not already say ("[반려동물: 고양이 보리] 우리 고양이가 밥을 안 먹어": 고양이
-        보리, 보리). Echoing the turn's own word is not remembering."""
+        """What the recalled memory adds to the turn: its value, and its value's words of two syllables or more
+        but for TIME_WORDS, that the user's text does not already say ("[반려동물: 고양이 보리] 우리 고양이가 밥을
+        안 먹어": 고양이 보리, 보리). Echoing the turn's own word is not remembering."""
         if not self.memory:
             return ()
         value = self.memory[1:-1].split(": ", 1)[1].strip()
-        words = [value, *(w for w in value.split() if len(w) >= 2)]
+        words = [value, *(w for w in value.split() if len(w) >= 2 and w not in TIME_WORDS)]
         return tuple(w for w in dict.fromkeys(words) if w not in self.text)
 
     def context(self) -> str:
