@@ -17,7 +17,7 @@ from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.final_input import split_final_input
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Dialect
-from ohlora.train.dataset import (COLUMNS, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON, UNSEEN_SCENARIOS_JSON,
+from ohlora.train.dataset import (COLUMNS, LASTING_FACTS_CSV, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON, UNSEEN_SCENARIOS_JSON,
                                   load_rows, problems, sha256_file)
 from ohlora.train.sft import IGNORE, build_examples
 
@@ -68,7 +68,7 @@ def test_unseen_scenarios_are_held_out_by_fact(persona_rows):
     unseen = json.loads(UNSEEN_SCENARIOS_JSON.read_text())
     assert len(unseen) >= 10
     dataset = "\n".join(" ".join((r.input_data, r.output_message, r.memory, r.summary))
-                        for r in persona_rows + load_rows(MEMORY_FACTS_CSV))
+                        for r in persona_rows + load_rows(MEMORY_FACTS_CSV) + load_rows(LASTING_FACTS_CSV))
     calibration = (UNSEEN_SCENARIOS_JSON.parent / "recall_calibration.json").read_text()
     for s in unseen:
         assert s["key"] in MEMORY_KEYS and s["value"]
@@ -87,15 +87,16 @@ def test_each_scenario_set_runs_under_valid_user_ids():
     assert all(USER_ID.match(f"{name}-15") for name in SCENARIO_SETS)
 
 
-def test_the_memory_facts_rows_join_the_dataset_cleanly(persona_rows):
-    """memory-facts.csv calibrates the shipped memory adapter's opening (which never trained on it) and is extra data
-    for a retrain: checked with persona.csv as one dataset, train rows only (the evaluation stays persona.csv's valid
-    split), and no rephrasing of a valid input."""
+@pytest.mark.parametrize("extra_csv", [MEMORY_FACTS_CSV, LASTING_FACTS_CSV], ids=lambda p: p.name)
+def test_the_extra_memory_rows_join_the_dataset_cleanly(persona_rows, extra_csv: Path):
+    """memory-facts.csv calibrates the shipped memory adapter's opening (which never trained on it); lasting-facts.csv
+    is extra data it was trained on. Each is checked with persona.csv as one dataset, train rows only (the evaluation
+    stays persona.csv's valid split), and no rephrasing of a valid input."""
     from difflib import SequenceMatcher
 
     from ohlora.bench.mini import is_informal
 
-    extra = load_rows(MEMORY_FACTS_CSV)
+    extra = load_rows(extra_csv)
     assert len(extra) >= 100 and {r.data_type for r in extra} == {"train"}
     # Lasting facts and passing remarks, both kinds in numbers (a calibration weighs each kind's share equally).
     assert 0.45 < sum(bool(r.memory) for r in extra) / len(extra) < 0.7
@@ -112,6 +113,24 @@ def test_the_memory_facts_rows_join_the_dataset_cleanly(persona_rows):
     leaks = [(w, r.input_data) for r in extra for w in scenario_words
              if w in " ".join((r.input_data, r.output_message, r.memory, r.summary))]
     assert leaks == []
+
+
+def test_the_lasting_facts_leave_the_held_out_rows_held_out(persona_rows):
+    """lasting-facts.csv trains the memory adapter that memory-facts.csv calibrates: no input of the one in the other,
+    no value of a memory-facts.csv fact among its memories, and no value of a valid fact (the bench's evaluation)
+    that the train split does not already have (`[연인: 여자친구]` is in both splits)."""
+    held_out = load_rows(MEMORY_FACTS_CSV)
+    lasting = load_rows(LASTING_FACTS_CSV)
+    assert not {r.input_data for r in lasting} & {r.input_data for r in held_out}
+
+    def value(memory: str) -> str:
+        return memory[1:-1].split(": ", 1)[1]
+
+    trained = " ".join(r.memory for r in persona_rows if r.data_type == "train")
+    valid = {value(r.memory) for r in persona_rows if r.data_type == "valid" and r.memory} - {
+        v for v in {value(r.memory) for r in persona_rows if r.memory} if v in trained}
+    values = valid | {value(r.memory) for r in held_out if r.memory}
+    assert [(v, r.memory) for r in lasting if r.memory for v in values if v in value(r.memory)] == []
 
 
 def test_lint_names_the_bad_rows(tmp_path):
