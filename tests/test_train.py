@@ -17,8 +17,8 @@ from ohlora.llm.engine import EngineConfig, LLMEngine
 from ohlora.llm.final_input import split_final_input
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Dialect
-from ohlora.train.dataset import (COLUMNS, LASTING_FACTS_CSV, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON, UNSEEN_SCENARIOS_JSON,
-                                  load_rows, problems, sha256_file)
+from ohlora.train.dataset import (COLUMNS, LASTING_FACTS_CSV, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON,
+                                  UNSEEN_SCENARIOS_JSON, load_rows, problems, sha256_file)
 from ohlora.train.sft import IGNORE, build_examples
 
 runner = CliRunner()
@@ -127,9 +127,8 @@ def test_the_lasting_facts_leave_the_held_out_rows_held_out(persona_rows):
         return memory[1:-1].split(": ", 1)[1]
 
     trained = " ".join(r.memory for r in persona_rows if r.data_type == "train")
-    valid = {value(r.memory) for r in persona_rows if r.data_type == "valid" and r.memory} - {
-        v for v in {value(r.memory) for r in persona_rows if r.memory} if v in trained}
-    values = valid | {value(r.memory) for r in held_out if r.memory}
+    valid = {value(r.memory) for r in persona_rows if r.data_type == "valid" and r.memory}
+    values = {v for v in valid if v not in trained} | {value(r.memory) for r in held_out if r.memory}
     assert [(v, r.memory) for r in lasting if r.memory for v in values if v in value(r.memory)] == []
 
 
