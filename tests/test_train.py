@@ -18,7 +18,7 @@ from ohlora.llm.final_input import split_final_input
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import Dialect
 from ohlora.train.dataset import (COLUMNS, LASTING_FACTS_CSV, MEMORY_FACTS_CSV, PERSONA_CSV, SCENARIOS_JSON,
-                                  UNSEEN_SCENARIOS_JSON, load_rows, problems, sha256_file)
+                                  UNSEEN_SCENARIOS_JSON, PersonaRow, load_rows, problems, sha256_file)
 from ohlora.train.sft import IGNORE, build_examples
 
 runner = CliRunner()
@@ -119,17 +119,19 @@ def test_the_lasting_facts_leave_the_held_out_rows_held_out(persona_rows):
     """lasting-facts.csv trains the memory adapter that memory-facts.csv calibrates: no input of the one in the other,
     no value of a memory-facts.csv fact among its memories, and no value of a valid fact (the bench's evaluation)
     that the train split does not already have (`[연인: 여자친구]` is in both splits)."""
+    from services.llm_memory.task import to_fact
+
     held_out = load_rows(MEMORY_FACTS_CSV)
     lasting = load_rows(LASTING_FACTS_CSV)
     assert not {r.input_data for r in lasting} & {r.input_data for r in held_out}
 
-    def value(memory: str) -> str:
-        return memory[1:-1].split(": ", 1)[1]
+    def values(rows: list[PersonaRow]) -> set[str]:
+        return {fact.value for r in rows if (fact := to_fact(r.memory))}
 
     trained = " ".join(r.memory for r in persona_rows if r.data_type == "train")
-    valid = {value(r.memory) for r in persona_rows if r.data_type == "valid" and r.memory}
-    values = {v for v in valid if v not in trained} | {value(r.memory) for r in held_out if r.memory}
-    assert [(v, r.memory) for r in lasting if r.memory for v in values if v in value(r.memory)] == []
+    valid = values([r for r in persona_rows if r.data_type == "valid"])
+    kept_out = {v for v in valid if v not in trained} | values(held_out)
+    assert [(v, r.memory) for r in lasting if (fact := to_fact(r.memory)) for v in kept_out if v in fact.value] == []
 
 
 def test_lint_names_the_bad_rows(tmp_path):
