@@ -74,8 +74,9 @@ class LLMSettings(BaseModel):
     # (if any) were trained on top of it with `ohlora train --base-adapter` (mini: the persona, and the memory
     # adapter over it). A task with no adapter of its own then runs on the persona alone.
     base_adapter: str | None = None
-    # "int8": weight-only int8 linear layers (torchao; the `int8` extra); None: the weights as loaded.
-    quantize: Literal["int8"] | None = None
+    # "int8": weight-only int8 linear layers (ohlora.llm.quantize); "int8-decode": an int8 copy for decoding steps
+    # beside the float weights, which prefill keeps using; None: the weights as loaded.
+    quantize: Literal["int8", "int8-decode"] | None = None
     # "korean": Oh-LoRA says only Korean pieces (Hangul, short ASCII, emoji); the output layer computes those rows
     # alone, which speeds decoding and keeps a multilingual base from slipping into Chinese (ohlora.llm.vocabulary).
     output_vocabulary: Literal["full", "korean"] = "full"

@@ -141,6 +141,7 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
     tuned, few_shot = load_settings(mini.config), load_settings(mini.few_shot_config)
     assert tuned.llm.dialect is Dialect.TUNED and few_shot.llm.dialect is Dialect.CHAT
     assert tuned.llm.output_vocabulary == few_shot.llm.output_vocabulary == "korean"
+    assert tuned.llm.quantize == few_shot.llm.quantize == "int8-decode", "both variants decode alike (mini-timing compares them)"
     # The persona merged under every task; the memory task's own adapter over it.
     assert tuned.llm.adapters_for(["message", "memory", "summary", "pose"]) == (
         str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})

@@ -71,3 +71,34 @@ def test_int8_linear_matches_the_float_layer_within_quantization_error(dtype, ro
     q = Int8Linear(linear)
     assert q.qweight.dtype == torch.int8
     assert (q.weight.float() - linear.weight.float()).abs().max() <= linear.weight.float().abs().max() / 127 * 0.51 + 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_decode_runs_few_rows_on_int8_and_many_rows_on_the_kept_float_weight(dtype):
+    """"int8-decode": decoding steps take the int8 kernel, prefill the untouched float weight (exactly the float layer)."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 160).to(dtype)
+    kept, replaced = Int8Linear(linear, keep_float=True), Int8Linear(linear)
+    assert kept.float_weight is not None and kept.float_weight.data_ptr() == linear.weight.data_ptr(), "no second float copy"
+    many = torch.randn(1, KERNEL_MAX_ROWS + 8, 96, dtype=dtype)
+    assert torch.equal(kept(many), linear(many)), "prefill runs on the float weight as loaded"
+    assert not torch.equal(replaced(many), linear(many)), "while plain int8 converts its int8 weight"
+    few = torch.randn(1, 1, 96, dtype=dtype)
+    assert torch.equal(kept(few), replaced(few)), "a decoding step takes the int8 kernel in both modes"
+    assert not torch.equal(kept(few), linear(few))
+
+
+def test_int8_decode_engine_generates_and_leaves_the_float_weights_for_prefill(tiny_models):
+    engine = LLMEngine.load(EngineConfig(base_model=str(tiny_models.base), dtype="float32", device="cpu",
+                                         quantize="int8-decode"))
+    layers = [m for m in engine.model.modules() if isinstance(m, Int8Linear)]
+    assert layers and all(m.float_weight is not None for m in layers)
+
+    async def run() -> str:
+        engine.start()
+        try:
+            return await _reply(engine, None)
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(run())

@@ -28,6 +28,7 @@ from ohlora.chat import call_metadata
 from ohlora.config import TASK_NAMES, Settings, load_settings
 from ohlora.llm.engine import AdapterGenerator, EngineConfig, LLMEngine
 from ohlora.llm.persona import MEMORY_KEYS
+from ohlora.llm.quantize import KERNEL_MAX_ROWS
 from ohlora.llm.task import Finished, complete_task
 from ohlora.presets import preset_config
 from ohlora.runtime.device import choose_dtype
@@ -88,8 +89,11 @@ def bench_variant() -> str:
 def load_engine(settings: Settings) -> LLMEngine:
     llm = settings.llm
     base_adapter, adapters = llm.adapters_for(list(TASK_NAMES))
+    # Under "int8-decode" a batch of more rows than the int8 kernel takes would run on the float weights: batches of
+    # that many rows measure what a user's turn (at most four rows) gets.
+    rows = KERNEL_MAX_ROWS if llm.quantize == "int8-decode" else 8
     return LLMEngine.load(EngineConfig(base_model=llm.base_model, adapters=adapters, dtype=llm.dtype, device="cpu",
-                                       max_batch_size=8, max_queue=4096, quantize=llm.quantize, seed=EVAL_SEED,
+                                       max_batch_size=rows, max_queue=4096, quantize=llm.quantize, seed=EVAL_SEED,
                                        base_adapter=base_adapter, output_vocabulary=llm.output_vocabulary))
 
 
@@ -147,7 +151,7 @@ async def _quality(quick: bool) -> tuple[SuiteResult, float]:
     }
     notes = [
         f"{variant}: {n} turns of the persona dataset's valid split, Qwen2.5-Coder-0.5B-Instruct on CPU"
-        f"{', int8 weights' if settings.llm.quantize else ''}, {settings.llm.dialect.value} dialect"
+        f"{f', {settings.llm.quantize} weights' if settings.llm.quantize else ''}, {settings.llm.dialect.value} dialect"
         f"{', persona adapter' if engine.aliases else ', no adapter'}, tasks batched; {elapsed:.0f} s in all",
         f"memory: a fact with a key from the vocabulary for {sum(m.value is not None and m.value.key in MEMORY_KEYS for m in with_fact)}"
         f"/{len(with_fact)} turns that state one (same key as the dataset: "

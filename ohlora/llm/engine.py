@@ -52,7 +52,7 @@ class EngineConfig:
     seed: int | None = None
     # False: a batch holds one adapter's requests only (the others wait for the next batch).
     mixed_adapter_batches: bool = True
-    quantize: str | None = None  # "int8": weight-only int8 linear layers (ohlora.llm.quantize)
+    quantize: str | None = None  # "int8" or "int8-decode": weight-only int8 linear layers (ohlora.llm.quantize)
     # Merged into the base weights at load, before `adapters` attach: every request runs on it, and a token costs
     # what the bare base costs (LLMSettings.adapters_for decides what is merged).
     base_adapter: str | None = None
@@ -243,7 +243,10 @@ class LLMEngine:
         openings = {name: opening for name in names if (opening := read_opening(config.adapters[name]))}
         restrict_output(model, tokenizer, config.output_vocabulary)  # after the merge: its rows are the merged ones
         guards = [HangulSyllableGuard(tokenizer)] if config.output_vocabulary == "korean" else []
-        quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
+        if config.quantize == "int8-decode" and device.type != "cpu":
+            log.info("llm.quantize = \"int8-decode\" is for CPUs (its kernel is torch's CPU one): weights stay as loaded")
+        else:
+            quantize_weights(model, config.quantize)  # after adapters: LoRA keeps float A/B over int8 base layers
         model.to(device)
         model.eval()
         return cls(model, tokenizer, device, names, config.max_batch_size, config.max_queue, Path(config.base_model).name,

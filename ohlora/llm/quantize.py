@@ -15,6 +15,12 @@ activations the kernel takes a slow path (5x slower than fp32 F.linear on one ro
 The kernel is a matrix-vector product per row: its time grows with the rows, and from about 8 rows
 it is slower than the float matmul on both kinds of CPU (KERNEL_MAX_ROWS below).
 
+Two modes:
+- "int8": the int8 weight replaces the float one (a quarter of fp32's memory); prefill pays the conversion.
+- "int8-decode": the float weight stays for prefill and batched steps, and an int8 copy is added for the
+  few-row decoding steps (a quarter more memory than fp32 alone, half more than bf16). A turn of short prompts
+  (the fine-tuned `mini`) is mostly one-row decoding; this speeds it and leaves every prefill as it was.
+
 Quantize after adapters attach: LoRA layers keep their float A and B and only their base
 layer becomes int8, so adapters (and mixed-adapter batches) work unchanged.
 """
@@ -37,7 +43,7 @@ KERNEL_MAX_ROWS = 4
 class Int8Linear(torch.nn.Module):
     """A Linear whose weight is int8 with one float scale per output row (symmetric, round to nearest)."""
 
-    def __init__(self, linear: torch.nn.Linear) -> None:
+    def __init__(self, linear: torch.nn.Linear, keep_float: bool = False) -> None:
         super().__init__()
         weight = linear.weight.detach().float()
         scales = weight.abs().amax(dim=1).clamp_min(1e-8) / 127.0
@@ -47,10 +53,14 @@ class Int8Linear(torch.nn.Module):
         self.register_buffer("scales", scales.to(torch.bfloat16))
         self.register_buffer("float_scales", scales.to(linear.weight.dtype))
         self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
+        # "int8-decode": the float weight itself, for calls of more rows than the kernel is good for.
+        self.float_weight = torch.nn.Parameter(linear.weight.detach(), requires_grad=False) if keep_float else None
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dequantized weight (for code that inspects `.weight`; the forward never builds it for few rows)."""
+        """The float weight if kept, else the dequantized one (for code that inspects `.weight`)."""
+        if self.float_weight is not None:
+            return self.float_weight
         return self.qweight.to(self.compute_dtype) * self.float_scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,24 +70,31 @@ class Int8Linear(torch.nn.Module):
             out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales).to(x.dtype)
             out = out.reshape(*x.shape[:-1], self.out_features)
             return out if self.bias is None else out + self.bias.to(x.dtype)
+        if self.float_weight is not None:
+            return F.linear(x, self.float_weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         out = F.linear(x, self.qweight.to(x.dtype)) * self.float_scales.to(x.dtype)
         return out if self.bias is None else out + self.bias.to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
+        kept = ", float weight kept for many rows" if self.float_weight is not None else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only{kept}"
+
+
+QUANTIZE_MODES = ("int8", "int8-decode")
 
 
 def quantize_weights(model: torch.nn.Module, mode: str | None) -> int:
     """Replaces every float nn.Linear (LoRA A/B excepted) with an Int8Linear; returns how many."""
     if mode is None:
         return 0
-    if mode != "int8":
-        raise ValueError(f"unknown llm.quantize {mode!r}; use \"int8\" or leave it unset")
+    if mode not in QUANTIZE_MODES:
+        raise ValueError(f"unknown llm.quantize {mode!r}; use one of {', '.join(QUANTIZE_MODES)} or leave it unset")
     targets = [(name, module) for name, module in model.named_modules()
                if type(module) is torch.nn.Linear and ".lora_" not in f".{name}" and module.weight.is_floating_point()]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8Linear(module))
-    log.info("quantized %d linear layers to int8 (weight-only)", len(targets))
+        setattr(parent, child, Int8Linear(module, keep_float=mode == "int8-decode"))
+    log.info("quantized %d linear layers to int8 (weight-only%s)", len(targets),
+             ", float weights kept for prefill" if mode == "int8-decode" else "")
     return len(targets)

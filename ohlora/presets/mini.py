@@ -50,6 +50,9 @@ FEW_SHOT_CONFIG_FILE = "ohlora-few-shot.toml"
 # 3 of 16 turns that state one. Why these two and not four: docs/training.md.
 ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-persona"
 MEMORY_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-memory"
+# Both variants decode on an int8 copy of the weights and prefill on the float ones (ohlora.llm.quantize): a turn's
+# decoding steps were 1.3x (AVX2, fp32) to 1.4x (AMX, bf16) faster, its prefill unchanged (docs/benchmarks.md, mini-timing).
+QUANTIZE = "int8-decode"
 # The recall embedder's adapter (ohlora.train.recall): e5 alone scored related and unrelated turns alike.
 RECALL_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-recall"
 SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
@@ -117,6 +120,7 @@ class MiniPreset:
             f'dialect = "{"tuned" if tuned else "chat"}"\n'
             'dtype = "auto"\n'
             'output_vocabulary = "korean"\n'
+            f'quantize = "{QUANTIZE}"\n'
             + adapters +
             "\n[embedder]\n"
             f'model = "{self.embedder}"\n'
