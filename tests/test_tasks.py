@@ -166,3 +166,39 @@ def test_chat_prompts_take_the_context_out_of_the_user_message(memory, summary, 
     assert reply.user == text and (memory or summary or "@@") in reply.system + "@@"
     assert EXTRACT_TASK.build_chat(final_input=final_input).user == text, "facts come from the user's own words"
     assert SUMMARY_TASK.build_chat(final_input=final_input, reply=" 응!").user.startswith(f"사용자: {text}\n")
+
+
+@pytest.mark.parametrize("text, fact, kept", [
+    ("[생일: 3월 14일] 내 생일 기억나?", "[생일: 31일]", False),  # a question about a fact must not overwrite it
+    ("내일은 일찍 자 볼게", "[내일 일정: 오전 5시 볼]", False),
+    ("내 생일은 3월 14일이야", "[생일: 3월 14일]", True),
+    ("나 벌써 스물여섯 살이야", "[나이: 26살]", True),  # said in words
+    ("나 벌써 스물여섯 살이야", "[나이: 60살]", False),
+    ("나 마흔인데 아직 마음은 청춘이야", "[나이: 40살]", True),
+    ("로라야 나 크리스마스가 생일이야", "[생일: 12월 25일]", True),  # a named day says its date
+    ("(오로라 답변 요약) 3월 14일 축하 (사용자 질문) 고마워", "[기념일: 3월 14일]", False),  # the summary is not the user's
+    ("나 요즘 기타 배우고 있어", "[취미: 기타]", True),  # no number, nothing to check
+])
+async def test_memory_keeps_a_fact_only_with_numbers_the_user_said(text, fact, kept):
+    gen = ScriptedGenerator([fact])
+    result = await complete_task(gen, EXTRACT_TASK, Dialect.TUNED, final_input=text)
+    assert (result.value is not None) == kept, result.value
+    assert result.stats.attempts == 1 and not result.stats.fallback, "an ungrounded fact is nothing, not a retry"
+
+
+def test_the_datasets_facts_are_grounded_but_two_that_compute_a_number():
+    """What the memory adapter was taught passes the rule, so it drops facts the model invents, not learnt ones."""
+    from ohlora.train.dataset import DATA_DIR, load_rows
+    from services.llm_memory.task import ground_fact, to_fact
+
+    ungrounded = [row.input_data for path in ("persona.csv", "memory-facts.csv", "lasting-facts.csv")
+                  for row in load_rows(DATA_DIR / path)
+                  if row.memory and ground_fact(to_fact(row.memory), row.input_data) is None]
+    assert ungrounded == ["로라야 나 너랑 동갑이다 03년생", "나 면접 붙었어!! 2차 간다"]
+
+
+@pytest.mark.parametrize("dialect", [Dialect.TUNED, Dialect.CHAT])
+async def test_a_reply_of_the_memory_tasks_nothing_word_is_retried(dialect):
+    gen = ScriptedGenerator(["없음", "헐 왜 굶어! 지금이라도 빵 하나 사 먹어"])
+    result = await complete_task(gen, REPLY_TASK, dialect, final_input="나 오늘 점심 굶었어")
+    assert result.stats.attempts == 2 and "빵" in result.value

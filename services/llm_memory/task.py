@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ohlora.llm.final_input import split_final_input
@@ -106,6 +107,44 @@ def parse_memory(attempt: Attempt) -> Fact | None:
     return to_fact(checked_memory_fixed_point(attempt.text))
 
 
+# Numbers a user says in words: native Korean tens (with or without a unit after them) and units, and the dates of
+# named days. "스물여섯" says 26 and "크리스마스" says 12 and 25, so `[나이: 26살]` and `[생일: 12월 25일]` are grounded.
+KOREAN_TENS = {"열": 10, "스물": 20, "스무": 20, "서른": 30, "마흔": 40, "쉰": 50, "예순": 60, "일흔": 70, "여든": 80, "아흔": 90}
+KOREAN_UNITS = {"하나": 1, "한": 1, "둘": 2, "두": 2, "셋": 3, "세": 3, "넷": 4, "네": 4, "다섯": 5, "여섯": 6, "일곱": 7,
+                "여덟": 8, "아홉": 9}
+NAMED_DAYS = {"크리스마스": (12, 25, 24), "어린이날": (5,), "새해": (1,), "설날": (1,), "광복절": (8, 15), "한글날": (10, 9)}
+_TENS = "|".join(sorted(KOREAN_TENS, key=len, reverse=True))
+_UNITS = "|".join(sorted(KOREAN_UNITS, key=len, reverse=True))
+SPOKEN_NUMBER = re.compile(rf"({_TENS})?({_UNITS})?")
+
+
+def said_numbers(text: str) -> set[int]:
+    """Every number the text says, in digits or in Korean words (generous: "한강" says 1, which only lets more pass)."""
+    numbers = {int(n) for n in re.findall(r"\d+", text)}
+    for match in SPOKEN_NUMBER.finditer(text):
+        tens, unit = match.groups()
+        if tens or unit:
+            numbers.add(KOREAN_TENS.get(tens or "", 0) + KOREAN_UNITS.get(unit or "", 0))
+    for day, said in NAMED_DAYS.items():
+        if day in text:
+            numbers.update(said)
+    return numbers
+
+
+def ground_fact(fact: Fact | None, final_input: str) -> Fact | None:
+    """The fact, or nothing when its value has a number the user's turn never said.
+
+    The small tuned model writes numbers of its own into facts: "내 생일 기억나?" gave `[생일: 31일]`, which would
+    replace the birthday she had remembered, and "내일은 일찍 자 볼게" gave `[내일 일정: 오전 5시 볼]`. A number the
+    user said in words or as a named day counts as said (`said_numbers`). Only the turn's own words count, not a
+    recalled memory or summary in front of it.
+    """
+    if fact is None:
+        return None
+    numbers = {int(n) for n in re.findall(r"\d+", fact.value)}
+    return fact if numbers <= said_numbers(split_final_input(final_input).text) else None
+
+
 def build_prompt(final_input: str) -> str:
     return f"{final_input} {ANSWER_START}"
 
@@ -162,6 +201,7 @@ EXTRACT_TASK: TaskSpec[Fact | None] = TaskSpec(
     build_chat=build_chat,
     build_tuned=build_tuned,
     parse=parse_memory,
+    ground=ground_fact,
     fallback=lambda: None,
     adapt_chat=adapt_chat,
 )

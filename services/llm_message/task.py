@@ -75,12 +75,19 @@ def clean_reply(text: str) -> str:
     return text
 
 
+NOT_A_REPLY = "없음"
+
+
 def parse_reply(attempt: Attempt) -> str:
     reply = clean_reply(check_reply(attempt.text, attempt.number))
     if not reply.strip():
         # Found by tests/test_fuzz.py: an answer of only stray symbols ("⇨") passes the original's checks and
         # cleans to nothing; the original would show an empty line, here the attempt is retried.
         raise Reject("empty after cleaning")
+    if reply.strip(" .") == NOT_A_REPLY:
+        # The memory task's "nothing to remember": the multi-task adapter answered 2 of 23 summary-less valid turns
+        # with it (docs/training.md). It is never something she would say.
+        raise Reject("the memory task's answer, not a reply")
     return reply
 
 
