@@ -180,10 +180,17 @@ def test_chat_prompts_take_the_context_out_of_the_user_message(memory, summary, 
     ("나 요즘 기타 배우고 있어", "[취미: 기타]", True),  # no number, nothing to check
 ])
 async def test_memory_keeps_a_fact_only_with_numbers_the_user_said(text, fact, kept):
-    gen = ScriptedGenerator([fact])
+    gen = ScriptedGenerator([fact] * 3)
     result = await complete_task(gen, EXTRACT_TASK, Dialect.TUNED, final_input=text)
     assert (result.value is not None) == kept, result.value
-    assert result.stats.attempts == 1 and not result.stats.fallback, "an ungrounded fact is nothing, not a retry"
+    assert not result.stats.fallback
+    assert result.stats.attempts == (1 if kept else 2), "an ungrounded fact is retried once, then it is nothing"
+
+
+async def test_an_ungrounded_fact_gives_way_to_the_retry_that_has_the_users_number():
+    gen = ScriptedGenerator(["[나이: 29살]", "[나이: 30살]"])
+    result = await complete_task(gen, EXTRACT_TASK, Dialect.TUNED, final_input="저 서른 살이에요")
+    assert result.value == Fact("나이", "30살", "[나이: 30살]") and result.stats.attempts == 2
 
 
 def test_the_datasets_facts_are_grounded_but_two_that_compute_a_number():
@@ -193,7 +200,7 @@ def test_the_datasets_facts_are_grounded_but_two_that_compute_a_number():
 
     ungrounded = [row.input_data for path in ("persona.csv", "memory-facts.csv", "lasting-facts.csv")
                   for row in load_rows(DATA_DIR / path)
-                  if row.memory and ground_fact(to_fact(row.memory), row.input_data) is None]
+                  if row.memory and ground_fact(to_fact(row.memory), 2, row.input_data) is None]
     assert ungrounded == ["로라야 나 너랑 동갑이다 03년생", "나 면접 붙었어!! 2차 간다"]
 
 

@@ -152,9 +152,9 @@ class TaskSpec(Generic[T]):
     # The words of a request the answer should say where its settings give them a bias (the reply: a recalled
     # memory's value).
     mention: Callable[..., tuple[str, ...]] = lambda **fields: ()
-    # The parsed value as the request's fields allow it (the memory: a fact with a number the user never said
-    # becomes nothing); the identity for tasks whose answer needs nothing from the request.
-    ground: Callable[..., T] = lambda value, **fields: value
+    # The parsed value as the request's fields allow it, given the attempt's number; may raise Reject to retry
+    # (the memory: a fact with a number the user never said). The identity for tasks that need nothing of the request.
+    ground: Callable[..., T] = lambda value, attempt, **fields: value
 
     def settings_for(self, dialect: Dialect) -> GenerationSettings:
         if dialect is Dialect.TUNED and Dialect.TUNED not in self.settings:
@@ -241,7 +241,7 @@ async def run_task(
             yield Rejected(number, f"token budget reached ({settings.count_tokens} tokens)")
             continue
         try:
-            value = spec.ground(spec.parse(Attempt(text, number, new_tokens, total_tokens)), **fields)
+            value = spec.ground(spec.parse(Attempt(text, number, new_tokens, total_tokens)), number, **fields)
         except Reject as exc:
             yield Rejected(number, str(exc))
             continue

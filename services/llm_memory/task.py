@@ -131,18 +131,28 @@ def said_numbers(text: str) -> set[int]:
     return numbers
 
 
-def ground_fact(fact: Fact | None, final_input: str) -> Fact | None:
-    """The fact, or nothing when its value has a number the user's turn never said.
+# Attempts on which a fact with a number the user never said is retried; after them it counts as nothing.
+UNGROUNDED_RETRIES = 1
+
+
+def ground_fact(fact: Fact | None, attempt: int, final_input: str) -> Fact | None:
+    """The fact if every number in its value is one the user's turn said; else one more attempt, then nothing.
 
     The small tuned model writes numbers of its own into facts: "내 생일 기억나?" gave `[생일: 31일]`, which would
-    replace the birthday she had remembered, and "내일은 일찍 자 볼게" gave `[내일 일정: 오전 5시 볼]`. A number the
-    user said in words or as a named day counts as said (`said_numbers`). Only the turn's own words count, not a
+    replace the birthday she had remembered, "내일은 일찍 자 볼게" gave `[내일 일정: 오전 5시 볼]`, and "서른 살"
+    `[나이: 29살]`. A new sample often has the right number, so the first such fact is retried; after that the turn
+    remembers nothing (more retries would decode beside the reply for long: the opening decides "[" alike each time).
+    A number said in words or as a named day counts (`said_numbers`); only the turn's own words count, not a
     recalled memory or summary in front of it.
     """
     if fact is None:
         return None
     numbers = {int(n) for n in re.findall(r"\d+", fact.value)}
-    return fact if numbers <= said_numbers(split_final_input(final_input).text) else None
+    if numbers <= said_numbers(split_final_input(final_input).text):
+        return fact
+    if attempt <= UNGROUNDED_RETRIES:
+        raise Reject(f"a number the user never said: {fact.text}")
+    return None
 
 
 def build_prompt(final_input: str) -> str:
