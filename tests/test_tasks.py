@@ -205,7 +205,8 @@ def test_the_datasets_facts_are_grounded_but_two_that_compute_a_number():
 
 
 @pytest.mark.parametrize("dialect", [Dialect.TUNED, Dialect.CHAT])
-async def test_a_reply_of_the_memory_tasks_nothing_word_is_retried(dialect):
-    gen = ScriptedGenerator(["없음", "헐 왜 굶어! 지금이라도 빵 하나 사 먹어"])
+@pytest.mark.parametrize("other_task", ["없음", "새벽이 떨어, 눈 보통, 입 보통, 고개 돌림 없음"])
+async def test_a_reply_that_is_another_tasks_answer_is_retried(dialect, other_task):
+    gen = ScriptedGenerator([other_task, "헐 왜 굶어! 지금이라도 빵 하나 사 먹어"])
     result = await complete_task(gen, REPLY_TASK, dialect, final_input="나 오늘 점심 굶었어")
     assert result.stats.attempts == 2 and "빵" in result.value

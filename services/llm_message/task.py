@@ -75,7 +75,9 @@ def clean_reply(text: str) -> str:
     return text
 
 
-NOT_A_REPLY = "없음"
+# Other tasks' answers a reply must not be: the memory's "nothing", and the expression's "(눈 …, 입 …, 고개 돌림 …)".
+MEMORY_NOTHING = "없음"
+EXPRESSION_WORDS = "고개돌림"
 
 
 def parse_reply(attempt: Attempt) -> str:
@@ -84,10 +86,10 @@ def parse_reply(attempt: Attempt) -> str:
         # Found by tests/test_fuzz.py: an answer of only stray symbols ("⇨") passes the original's checks and
         # cleans to nothing; the original would show an empty line, here the attempt is retried.
         raise Reject("empty after cleaning")
-    if reply.strip(" .") == NOT_A_REPLY:
-        # The memory task's "nothing to remember": the multi-task adapter answered 2 of 23 summary-less valid turns
-        # with it (docs/training.md). It is never something she would say.
-        raise Reject("the memory task's answer, not a reply")
+    if reply.strip(" .") == MEMORY_NOTHING or EXPRESSION_WORDS in reply.replace(" ", ""):
+        # Another task's answer: the multi-task adapter answered 2 of 23 summary-less valid turns with the memory's
+        # "nothing", and one mini-timing turn with "새벽이 떨어, 눈 보통, 입 보통, 고개 돌림 없음" (docs/training.md).
+        raise Reject("another task's answer, not a reply")
     return reply
 
 
