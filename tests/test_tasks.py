@@ -210,3 +210,29 @@ async def test_a_reply_that_is_another_tasks_answer_is_retried(dialect, other_ta
     gen = ScriptedGenerator([other_task, "헐 왜 굶어! 지금이라도 빵 하나 사 먹어"])
     result = await complete_task(gen, REPLY_TASK, dialect, final_input="나 오늘 점심 굶었어")
     assert result.stats.attempts == 2 and "빵" in result.value
+
+
+@pytest.mark.parametrize("text, first, retried", [
+    ("[생일: 3월 14일] 로라야 너 생일은 언제야?", "3월 14일이면 3월 24일이야!", True),  # a date nobody said
+    ("로라야 좋아하는 계절이 뭐야?", "10월 20일부터 12월 15일까지!", True),
+    ("[생일: 3월 14일] 내 생일 기억나?", "3월 14일이잖아! 당연히 기억하지 🎂", False),  # the remembered date
+    ("로라야 너 생일 언제야?", "나는 10월 11일생이야! 22살 ENTJ 😊", False),  # her own, from the persona
+    ("아니 그건 싫어 ㅋㅋ 더 놀래", "ㅋㅋ 딱 30분만 더 놀고 자기!", False),  # durations are not dates
+    ("나 벌써 스물여섯 살이야", "헐 26살! 완전 좋을 때다", False),  # said in words
+])
+async def test_a_reply_with_a_date_nobody_said_is_retried_once(text, first, retried):
+    gen = ScriptedGenerator([first, "그렇구나! 더 얘기해 줘 😊", first])
+    result = await complete_task(gen, REPLY_TASK, Dialect.TUNED, final_input=text)
+    assert result.stats.attempts == (2 if retried else 1)
+    if retried:  # and a second attempt with such a date would stand: the reply is never lost for it
+        again = await complete_task(ScriptedGenerator([first, first]), REPLY_TASK, Dialect.TUNED, final_input=text)
+        assert again.stats.attempts == 2 and again.value.strip() == first
+
+
+def test_no_reply_of_the_dataset_has_a_date_nobody_said():
+    """The reply rule never fights what the adapter was taught."""
+    from ohlora.train.dataset import PERSONA_CSV, load_rows
+    from services.llm_message.task import ground_reply
+
+    for row in load_rows(PERSONA_CSV):
+        assert ground_reply(row.output_message, 1, row.input_data) == row.output_message

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ohlora.llm.final_input import split_final_input
+from ohlora.llm.numbers import numbers_in, said_numbers
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import (
     ANSWER_END,
@@ -107,30 +107,6 @@ def parse_memory(attempt: Attempt) -> Fact | None:
     return to_fact(checked_memory_fixed_point(attempt.text))
 
 
-# Numbers a user says in words: native Korean tens (with or without a unit after them) and units, and the dates of
-# named days. "스물여섯" says 26 and "크리스마스" says 12 and 25, so `[나이: 26살]` and `[생일: 12월 25일]` are grounded.
-KOREAN_TENS = {"열": 10, "스물": 20, "스무": 20, "서른": 30, "마흔": 40, "쉰": 50, "예순": 60, "일흔": 70, "여든": 80, "아흔": 90}
-KOREAN_UNITS = {"하나": 1, "한": 1, "둘": 2, "두": 2, "셋": 3, "세": 3, "넷": 4, "네": 4, "다섯": 5, "여섯": 6, "일곱": 7,
-                "여덟": 8, "아홉": 9}
-NAMED_DAYS = {"크리스마스": (12, 25, 24), "어린이날": (5,), "새해": (1,), "설날": (1,), "광복절": (8, 15), "한글날": (10, 9)}
-_TENS = "|".join(sorted(KOREAN_TENS, key=len, reverse=True))
-_UNITS = "|".join(sorted(KOREAN_UNITS, key=len, reverse=True))
-SPOKEN_NUMBER = re.compile(rf"({_TENS})?({_UNITS})?")
-
-
-def said_numbers(text: str) -> set[int]:
-    """Every number the text says, in digits or in Korean words (generous: "한강" says 1, which only lets more pass)."""
-    numbers = {int(n) for n in re.findall(r"\d+", text)}
-    for match in SPOKEN_NUMBER.finditer(text):
-        tens, unit = match.groups()
-        if tens or unit:
-            numbers.add(KOREAN_TENS.get(tens or "", 0) + KOREAN_UNITS.get(unit or "", 0))
-    for day, said in NAMED_DAYS.items():
-        if day in text:
-            numbers.update(said)
-    return numbers
-
-
 # Attempts on which a fact with a number the user never said is retried; after them it counts as nothing.
 UNGROUNDED_RETRIES = 1
 
@@ -147,8 +123,7 @@ def ground_fact(fact: Fact | None, attempt: int, final_input: str) -> Fact | Non
     """
     if fact is None:
         return None
-    numbers = {int(n) for n in re.findall(r"\d+", fact.value)}
-    if numbers <= said_numbers(split_final_input(final_input).text):
+    if numbers_in(fact.value) <= said_numbers(split_final_input(final_input).text):
         return fact
     if attempt <= UNGROUNDED_RETRIES:
         raise Reject(f"a number the user never said: {fact.text}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ohlora.llm.final_input import split_final_input
+from ohlora.llm.numbers import date_numbers_in, said_numbers
 from ohlora.llm.persona import PERSONA
 from ohlora.llm.task import (
     ANSWER_END,
@@ -93,6 +94,25 @@ def parse_reply(attempt: Attempt) -> str:
     return reply
 
 
+# Numbers her persona says (born 2003-10-11, 22): a reply may tell her own birthday or age.
+PERSONA_NUMBERS = frozenset(said_numbers(PERSONA))
+# Attempts on which a reply with a date or age nobody said is retried; after them it is accepted as it is.
+UNGROUNDED_REPLY_RETRIES = 1
+
+
+def ground_reply(reply: str, attempt: int, final_input: str) -> str:
+    """The reply, unless on its first attempt it has a date or age that neither the final input nor her persona says.
+
+    With a remembered date in front of the turn the small model goes on inventing more: "3월 14일이면 3월 24일이야",
+    "13년 11월 12일이면 100년 11월 13일이야", and asked her favourite season, "10월 20일부터 12월 15일까지". None of the
+    dataset's replies has such a number (durations and times, "30분만", "밤 9시", are not dates and stay free). One
+    retry, then the reply stands: a reply is never dropped for it, and a second retry would double the wait.
+    """
+    if attempt > UNGROUNDED_REPLY_RETRIES or date_numbers_in(reply) <= said_numbers(final_input) | PERSONA_NUMBERS:
+        return reply
+    raise Reject("a date or age nobody said")
+
+
 def preview_reply(partial: str) -> str:
     """What the client may show while an attempt is still being generated.
 
@@ -172,6 +192,7 @@ REPLY_TASK: TaskSpec[str] = TaskSpec(
     build_chat=build_chat,
     build_tuned=build_tuned,
     parse=parse_reply,
+    ground=ground_reply,
     fallback=lambda: FALLBACK_REPLY,
     mention=lambda final_input: split_final_input(final_input).memory_news,
 )
