@@ -271,6 +271,16 @@ def call_metadata(user: str, token: str | None) -> tuple[tuple[str, str], ...]:
     return metadata
 
 
+def converse(stub: gateway_pb2_grpc.GatewayStub, user: str, texts: list[str]) -> list[gateway_pb2.Turn]:
+    """Says `texts` as one user's turns, each to its settled end, and returns the turns the gateway logged, oldest
+    first (for benchmarks and scripts that read whole conversations: the final inputs, memories and replies)."""
+    metadata = call_metadata(user, None)
+    for text in texts:
+        for _ in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
+            pass
+    return list(stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=len(texts)), metadata=metadata).turns)
+
+
 def run_chat(address: str, user: str, token: str | None, face: int | None, view: str, face_file: str | None) -> int:
     # Ctrl+C ends the chat even when this process started with SIGINT ignored (a background job of a
     # non-interactive shell, nohup): Python keeps an inherited SIG_IGN, and the prompt could not be left.

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import grpc
 
-from ohlora.chat import call_metadata
+from ohlora.chat import converse
 from ohlora.presets import preset_config
 from ohlora.stack import LocalStack
-from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+from ohlora.v1 import gateway_pb2_grpc
 
 CONVERSATIONS = (
     ("로라야 안녕! 오늘 하루 어땠어?", "나는 오늘 회사에서 너무 바빴어", "점심도 제대로 못 먹었어 ㅠㅠ", "저녁엔 뭐 먹을까?",
@@ -47,13 +47,8 @@ def main() -> None:
         stack.consolidated({"OHLORA_LLM__SEED": args.seed})
         stub = gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(stack.main.address))
         for number, conversation in enumerate(CONVERSATIONS):
-            metadata = call_metadata(f"conversation-{number}", None)
-            for text in conversation:
-                for _ in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
-                    pass
-            listed = stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=len(conversation)), metadata=metadata).turns
             print(f"== conversation {number + 1}")
-            for turn in listed:
+            for turn in converse(stub, f"conversation-{number}", list(conversation)):
                 print(f"  in   {turn.final_input}\n  out  {turn.reply.strip()}   [memory written: {turn.memory_written or '-'}]")
                 turns.append({"conversation": number + 1, "final_input": turn.final_input, "reply": turn.reply,
                               "memory_written": turn.memory_written})

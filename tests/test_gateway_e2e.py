@@ -398,3 +398,14 @@ def test_slash_commands_and_other_face_views(shared_stack, tmp_path):
     finally:
         child.close(force=True)
     assert face_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "the latest frame is kept in the file"
+
+
+def test_converse_says_each_turn_to_its_end_and_returns_them_oldest_first(shared_stack):
+    """ohlora.chat.converse: what the scenario bench and scripts/conversations.py read whole conversations with."""
+    from ohlora.chat import converse
+
+    texts = ["로라야 안녕", "나 내일 시험이야", "로라야 뭐 해?"]
+    logged = converse(gateway_stub(shared_stack.main), "carol-converse", texts)
+    assert [t.user_text for t in logged] == texts
+    assert all(t.reply for t in logged), "each turn settled before the next was said"
+    assert logged == turns(shared_stack.main, "carol-converse")

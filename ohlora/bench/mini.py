@@ -24,7 +24,7 @@ import torch
 
 from ohlora.bench import SuiteResult
 from ohlora.bench.korean_prompts import PROMPTS
-from ohlora.chat import call_metadata
+from ohlora.chat import call_metadata, converse
 from ohlora.config import TASK_NAMES, Settings, load_settings
 from ohlora.llm.engine import AdapterGenerator, EngineConfig, LLMEngine
 from ohlora.llm.persona import MEMORY_KEYS
@@ -176,7 +176,7 @@ def scenario_recall(quick: bool) -> dict[str, list[list[object]]]:
     import grpc
 
     from ohlora.stack import LocalStack
-    from ohlora.v1 import gateway_pb2, gateway_pb2_grpc
+    from ohlora.v1 import gateway_pb2_grpc
 
     sets = {name: json.loads(path.read_text())[: 5 if quick else None] for name, path in SCENARIO_SETS.items()}
     config = preset_config(VARIANTS[bench_variant()])
@@ -188,12 +188,8 @@ def scenario_recall(quick: bool) -> dict[str, list[list[object]]]:
         for name, scenarios in sets.items():
             rows = results.setdefault(name, [])
             for number, scenario in enumerate(scenarios):
-                metadata = call_metadata(f"{name}-{number}", None)
-                for text in (scenario["first"], scenario["second"]):
-                    for _ in stub.Chat(gateway_pb2.ChatRequest(text=text), metadata=metadata):
-                        pass
-                first, second = stub.ListTurns(gateway_pb2.ListTurnsRequest(limit=2), metadata=metadata).turns
-                fact = first.memory_written  # newest last
+                first, second = converse(stub, f"{name}-{number}", [scenario["first"], scenario["second"]])
+                fact = first.memory_written
                 passed = bool(fact) and second.final_input.startswith(fact) and scenario["value"] in second.reply
                 rows.append([scenario["first"], fact or "-", scenario["second"], second.final_input, second.reply,
                              passed])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from ohlora.llm.task import Reject
+
 # Numbers a user says in words: native Korean tens (with or without a unit after them) and units, and the dates of
 # named days. "스물여섯" says 26 and "크리스마스" says 12 and 25, so `[나이: 26살]` and `[생일: 12월 25일]` are grounded.
 KOREAN_TENS = {"열": 10, "스물": 20, "스무": 20, "서른": 30, "마흔": 40, "쉰": 50, "예순": 60, "일흔": 70, "여든": 80, "아흔": 90}
@@ -45,3 +47,17 @@ DATE_NUMBER = re.compile(r"(\d+)\s*(?:월|일|년|살)")
 
 def date_numbers_in(text: str) -> set[int]:
     return {int(n) for n in DATE_NUMBER.findall(text)}
+
+
+# Attempts on which an answer with a number nobody said is retried; after them the task decides (a fact counts as
+# nothing, a reply stands). More retries would each cost a whole answer's decoding on the turn's path.
+UNSAID_RETRIES = 1
+
+
+def said_or_retry(numbers: set[int], said: set[int], attempt: int, what: str) -> bool:
+    """True when every number is one that was said; else Reject (a retry) on the first attempts, then False."""
+    if numbers <= said:
+        return True
+    if attempt <= UNSAID_RETRIES:
+        raise Reject(f"{what} nobody said: {sorted(numbers - said)}")
+    return False

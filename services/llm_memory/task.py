@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ohlora.llm.final_input import split_final_input
-from ohlora.llm.numbers import numbers_in, said_numbers
+from ohlora.llm.numbers import numbers_in, said_numbers, said_or_retry
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.task import (
     ANSWER_END,
@@ -107,10 +107,6 @@ def parse_memory(attempt: Attempt) -> Fact | None:
     return to_fact(checked_memory_fixed_point(attempt.text))
 
 
-# Attempts on which a fact with a number the user never said is retried; after them it counts as nothing.
-UNGROUNDED_RETRIES = 1
-
-
 def ground_fact(fact: Fact | None, attempt: int, final_input: str) -> Fact | None:
     """The fact if every number in its value is one the user's turn said; else one more attempt, then nothing.
 
@@ -123,11 +119,8 @@ def ground_fact(fact: Fact | None, attempt: int, final_input: str) -> Fact | Non
     """
     if fact is None:
         return None
-    if numbers_in(fact.value) <= said_numbers(split_final_input(final_input).text):
-        return fact
-    if attempt <= UNGROUNDED_RETRIES:
-        raise Reject(f"a number the user never said: {fact.text}")
-    return None
+    said = said_numbers(split_final_input(final_input).text)
+    return fact if said_or_retry(numbers_in(fact.value), said, attempt, "a number in the fact") else None
 
 
 def build_prompt(final_input: str) -> str:

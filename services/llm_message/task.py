@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ohlora.llm.final_input import split_final_input
-from ohlora.llm.numbers import date_numbers_in, said_numbers
+from ohlora.llm.numbers import date_numbers_in, said_numbers, said_or_retry
 from ohlora.llm.persona import PERSONA
 from ohlora.llm.task import (
     ANSWER_END,
@@ -96,8 +96,6 @@ def parse_reply(attempt: Attempt) -> str:
 
 # Numbers her persona says (born 2003-10-11, 22): a reply may tell her own birthday or age.
 PERSONA_NUMBERS = frozenset(said_numbers(PERSONA))
-# Attempts on which a reply with a date or age nobody said is retried; after them it is accepted as it is.
-UNGROUNDED_REPLY_RETRIES = 1
 
 
 def ground_reply(reply: str, attempt: int, final_input: str) -> str:
@@ -108,9 +106,8 @@ def ground_reply(reply: str, attempt: int, final_input: str) -> str:
     dataset's replies has such a number (durations and times, "30분만", "밤 9시", are not dates and stay free). One
     retry, then the reply stands: a reply is never dropped for it, and a second retry would double the wait.
     """
-    if attempt > UNGROUNDED_REPLY_RETRIES or date_numbers_in(reply) <= said_numbers(final_input) | PERSONA_NUMBERS:
-        return reply
-    raise Reject("a date or age nobody said")
+    said_or_retry(date_numbers_in(reply), said_numbers(final_input) | PERSONA_NUMBERS, attempt, "a date or age")
+    return reply  # on a later attempt it stands, whatever its dates
 
 
 def preview_reply(partial: str) -> str:
