@@ -60,11 +60,14 @@ def memory_words(memory: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=65536)
-def memory_terms(memory: str) -> tuple[tuple[str, ...], ...]:
-    """The memory's words, each with the words that count as it found: the key's last word with its topic's."""
+def memory_terms(memory: str) -> tuple[tuple[tuple[str, ...], ...], int]:
+    """The memory's words, each with the words that count as it found (the key's last word with its topic's), and
+    which of them is the key's topic word (-1 for none)."""
     key = memory[1:].split(":", 1)[0].strip() if memory.startswith("[") and ":" in memory else ""
-    last = len(_words(key)) - 1 if key in KEY_TOPICS else -1  # the key's words come first among the memory's
-    return tuple((w, *KEY_TOPICS[key]) if n == last else (w,) for n, w in enumerate(memory_words(memory)))
+    last = len(_words(key)) - 1  # the key's words come first among the memory's; -1: a key of no word
+    topics = KEY_TOPICS.get(key, ())
+    terms = tuple((w, *topics) if n == last else (w,) for n, w in enumerate(memory_words(memory)))
+    return terms, last
 
 
 def _found(word: str, text: str) -> bool:
@@ -72,12 +75,24 @@ def _found(word: str, text: str) -> bool:
     return word in text or (len(word) >= 3 and word[:-1] in text)
 
 
+# The share a memory gets for its topic named in the turn, whatever the rest: a turn that names the key ("취미 생활
+# 좀 하고 싶다" and `[취미: 뜨개질]`) is about that memory even though it cannot name the value it asks her to recall.
+TOPIC_SHARE = 0.5
+
+
 def word_overlap(text: str, memories: list[str]) -> np.ndarray:
-    """For each memory, the share of its words (or their topic words) the text contains (0 for one without words)."""
+    """For each memory, the share of its words (or their topic words) the text contains, or where more, TOPIC_SHARE
+    for its key's topic found plus the rest of TOPIC_SHARE's complement by its value words found (0 for a memory
+    without words)."""
     shares = []
     for memory in memories:
-        terms = memory_terms(memory)
-        shares.append(sum(any(_found(w, text) for w in term) for term in terms) / len(terms) if terms else 0.0)
+        terms, topic = memory_terms(memory)
+        found = [any(_found(w, text) for w in term) for term in terms]
+        share = sum(found) / len(terms) if terms else 0.0
+        if topic >= 0 and found[topic]:
+            values = found[topic + 1:]
+            share = max(share, TOPIC_SHARE + (1 - TOPIC_SHARE) * (sum(values) / len(values) if values else 1.0))
+        shares.append(share)
     return np.array(shares, dtype=np.float32)
 
 

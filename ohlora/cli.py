@@ -628,6 +628,9 @@ def train_recall_command(
                                                 "related one.", min=1)] = 4,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (>0; smoke runs).")] = -1,
     seed: Annotated[int, typer.Option()] = 1234,
+    extra_pairs: Annotated[Optional[Path], typer.Option(help="A CSV of (data_type, memory, turn) recall pairs added "
+                                                             "to the dataset's (e.g. ohlora/train/data/recall-pairs.csv).")] = None,
+    extra_repeat: Annotated[int, typer.Option(help="Times each --extra-pairs train pair is shown an epoch.", min=1)] = 1,
 ) -> None:
     """LoRA fine-tuning of the memory-recall embedder on (memory, turn) pairs from a persona dataset (docs/training.md)."""
     from ohlora.train.dataset import PERSONA_CSV
@@ -643,7 +646,8 @@ def train_recall_command(
         embedder = str(prepare_mini(default_models_dir() / "mini").base_embedder)
     config = RecallTrainConfig(embedder=embedder, out=out, data=data or PERSONA_CSV, epochs=epochs, learning_rate=lr,
                                batch_size=batch_size, rank=rank, alpha=alpha, negatives=negatives,
-                               loss="cosine" if loss == "cosine" else "ranking", max_steps=max_steps, seed=seed)
+                               loss="cosine" if loss == "cosine" else "ranking", max_steps=max_steps, seed=seed,
+                               extra_pairs=extra_pairs, extra_repeat=extra_repeat)
     report = _trained(train_recall, config)
     typer.echo(f"valid loss {report['valid_loss_before']:.4f} -> {report['final_valid_loss']:.4f}; {report['seconds']:.0f} s")
     typer.echo(f"report: {out / 'training-report.json'}")

@@ -199,8 +199,9 @@ def test_word_overlap_counts_the_memorys_words_found_in_the_turn_particles_and_e
     assert memory_words("[좋아하는 가수: 아이유]") == ("좋아하는", "가수", "아이유")
     assert memory_words("[가족: 여동생 지우]") == ("가족", "여동생", "지우")
     shares = word_overlap("여동생이랑 주말에 뭐 하지", ["[가족: 여동생 지우]", "[좋아하는 가수: 아이유]", "[x: y]"])
-    # 여동생 is there, and so is 동생, a word of the key's topic (KEY_TOPICS["가족"]); 지우 is not.
-    assert shares.tolist() == pytest.approx([2 / 3, 0.0, 0.0])
+    # 여동생 is there, and so is 동생, a word of the key's topic (KEY_TOPICS["가족"]); 지우 is not: the topic's
+    # TOPIC_SHARE (0.5) and half of the rest for one value word of two (0.75), more than 2 of 3 words.
+    assert shares.tolist() == pytest.approx([0.75, 0.0, 0.0])
     # A stem: the word without its last syllable ("좋아하는" -> "좋아하" in "좋아하던").
     assert word_overlap("내가 좋아하던 가수 노래", ["[좋아하는 가수: 아이유]"]).tolist() == pytest.approx([2 / 3])
 
@@ -210,11 +211,27 @@ def test_a_key_topic_named_in_other_words_counts_as_the_key_found():
     from ohlora.llm.persona import MEMORY_KEYS
 
     assert set(KEY_TOPICS) <= set(MEMORY_KEYS), set(KEY_TOPICS) - set(MEMORY_KEYS)
-    assert memory_terms("[사는 곳: 대전]") == (("사는", *KEY_TOPICS["사는 곳"]), ("대전",))
+    assert memory_terms("[사는 곳: 대전]") == ((("사는", *KEY_TOPICS["사는 곳"]), ("대전",)), 0)
     memories = ["[사는 곳: 대전]", "[연인: 민준]", "[상태: 시험 기간]"]
     assert word_overlap("우리 동네에 갈 만한 데 있어?", memories).tolist() == pytest.approx([0.5, 0.0, 0.0])
     assert word_overlap("남친이랑 싸웠어", memories).tolist() == pytest.approx([0.0, 0.5, 0.0])
     assert word_overlap("오늘 비 온대", memories).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_turn_that_names_the_memorys_topic_gets_the_topic_share_whatever_its_other_words():
+    """The key's last word (or a word of its topic) found: at least TOPIC_SHARE, the rest by the value words found,
+    where the plain share of words found would be less; the key's first words alone ("좋아하는") name no topic."""
+    from gateway.recall import TOPIC_SHARE, word_overlap
+
+    memories = ["[취미: 뜨개질 교실]", "[좋아하는 음식: 떡볶이 국물]", "[이번 주말 일정: 친구랑 캠핑]"]
+    # 1 word of 3, 2 of 4, 2 of 5 found: the topic's share instead.
+    assert word_overlap("오늘 저녁엔 취미 생활 좀 하고 싶다", memories).tolist() == pytest.approx([TOPIC_SHARE, 0, 0])
+    assert word_overlap("내가 좋아하는 음식 골라 줘", memories).tolist() == pytest.approx([0, TOPIC_SHARE, 0])
+    assert word_overlap("주말 일정 있어", memories).tolist() == pytest.approx([0, 0, TOPIC_SHARE])
+    # The topic and one value word of two.
+    assert word_overlap("떡볶이 말고 다른 음식", memories).tolist() == pytest.approx([0, 0.75, 0])
+    # No topic: the plain share (좋아하는 is 1 word of 4).
+    assert word_overlap("내가 좋아하는 가수 알아?", memories).tolist() == pytest.approx([0, 1 / 4, 0])
 
 
 def test_the_lexical_weight_lets_the_memory_the_turn_names_win_and_zero_keeps_the_cosine_rule():

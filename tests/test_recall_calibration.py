@@ -22,15 +22,15 @@ CALIBRATION = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json
 
 # `python scripts/recall_threshold.py` on the machine in docs/models.md (AVX512, 2 cores, torch 2.13.0+cpu; the
 # ONNX backend gives the same counts), the preset's embedder (e5 with the recall adapter merged) and the preset's
-# lexical weight (MEASURED_WEIGHT) with the key topic words (gateway.recall.KEY_TOPICS): threshold -> (right
+# lexical weight (MEASURED_WEIGHT) with the key topic words (gateway.recall.KEY_TOPICS, TOPIC_SHARE): threshold -> (right
 # recalls, wrong-memory recalls, unrelated turns recalling one), all 40 memories stored, 80 turns of each kind.
 MEASURED_WEIGHT = 0.25
 MEASURED = {
-    0.40: (58, 22, 75), 0.41: (58, 22, 73), 0.42: (58, 22, 72), 0.43: (58, 20, 65), 0.44: (58, 20, 58),
-    0.45: (58, 20, 56), 0.46: (58, 15, 50), 0.47: (58, 13, 41), 0.48: (58, 13, 35), 0.49: (58, 12, 29),
-    0.50: (56, 12, 25), 0.51: (54, 12, 23), 0.52: (52, 10, 22), 0.53: (50, 9, 17), 0.54: (47, 6, 14),
-    0.55: (44, 5, 8), 0.56: (43, 5, 6), 0.57: (41, 5, 5), 0.58: (40, 5, 4), 0.59: (39, 5, 4),
-    0.60: (37, 4, 4),
+    0.40: (62, 16, 72), 0.41: (62, 16, 65), 0.42: (62, 16, 59), 0.43: (62, 16, 54), 0.44: (62, 15, 49),
+    0.45: (62, 13, 45), 0.46: (62, 13, 38), 0.47: (61, 12, 32), 0.48: (60, 11, 31), 0.49: (58, 11, 30),
+    0.50: (57, 11, 26), 0.51: (56, 10, 22), 0.52: (55, 10, 15), 0.53: (54, 9, 12), 0.54: (52, 8, 10),
+    0.55: (52, 8, 9), 0.56: (51, 7, 8), 0.57: (49, 6, 7), 0.58: (46, 5, 3), 0.59: (45, 5, 3),
+    0.60: (45, 5, 3),
 }
 # Turns that may move on another CPU or library version.
 MARGIN = 4

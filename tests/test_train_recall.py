@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ohlora.train.dataset import PERSONA_CSV, PersonaRow, load_rows
-from ohlora.train.recall import merge_recall_adapter, recall_pairs, topic
+from ohlora.train.recall import RECALL_PAIRS_CSV, load_recall_pairs, merge_recall_adapter, recall_pairs, topic
 
 TEXTS = ["[좋아하는 음식: 떡볶이]", "오늘 저녁 뭐 먹지?", "[상태: 시험 기간]", "주말에 뭐 할까"]
 
@@ -66,11 +66,18 @@ def test_train_recall_writes_an_adapter_that_changes_the_embedder(tmp_path: Path
     from ohlora.tiny import build_embedder
 
     embedder = build_embedder(tmp_path / "embedder")
-    done = train_recall(tmp_path, "--embedder", str(embedder), "--max-steps", "3", "--lr", "1e-2")
+    done = train_recall(tmp_path, "--embedder", str(embedder), "--max-steps", "3", "--lr", "1e-2",
+                        "--extra-pairs", str(RECALL_PAIRS_CSV), "--extra-repeat", "3")
     assert done.returncode == 0, done.stderr[-3000:]
     adapter = tmp_path / "adapter"
     report = json.loads((adapter / "training-report.json").read_text())
     assert report["steps"] == 3 and report["related_pairs"]["train"] >= 100
+    rows = load_rows(PERSONA_CSV)
+    extra = load_recall_pairs(RECALL_PAIRS_CSV)
+    for split, times in (("train", 3), ("valid", 1)):  # the extra pairs joined each split, train ones 3 times
+        own = sum(p.score == 1.0 for p in recall_pairs([r for r in rows if r.data_type == split], 4, 1234))
+        assert report["related_pairs"][split] == own + times * len(extra[split])
+    assert report["extra_pairs_sha256"] and "--extra-pairs" in report["command"] and "--extra-repeat 3" in report["command"]
     assert report["adapter_sha256"] != "unknown" and len(report["data_sha256"]) == 64
     assert report["command"].startswith("ohlora train-recall ") and "--max-steps 3" in report["command"]
     assert (adapter / "adapter_model.safetensors").stat().st_size < 1_000_000  # the adapter, not the whole model
@@ -95,6 +102,47 @@ def test_a_dataset_without_memories_is_refused_before_training(tmp_path: Path):
     done = train_recall(tmp_path, "--embedder", str(build_embedder(tmp_path / "embedder")), "--data", str(data))
     assert done.returncode == 2
     assert "no turn with a memory" in done.stderr and not (tmp_path / "adapter").exists()
+
+
+def test_the_recall_pairs_are_stored_memories_with_new_turns_kept_apart_from_the_evaluation():
+    """ohlora/train/data/recall-pairs.csv: memories in the stored form with keys of the vocabulary, turns used once,
+    none from the persona dataset, the recall calibration set or either scenario set, and no value of the unseen
+    scenarios (held out by fact)."""
+    from ohlora.train.dataset import UNSEEN_SCENARIOS_JSON
+
+    pairs = load_recall_pairs(RECALL_PAIRS_CSV)  # raises on a malformed row
+    assert len(pairs["train"]) >= 100 and len(pairs["valid"]) >= 15
+    turns = [turn for split in pairs.values() for _, turn in split]
+    assert len(set(turns)) == len(turns)
+    data = UNSEEN_SCENARIOS_JSON.parent
+    calibration = json.loads((data / "recall_calibration.json").read_text(encoding="utf-8"))
+    taken = {r.input_data for r in load_rows(PERSONA_CSV)}
+    taken |= {t for e in calibration["memories"] for t in e["recall"] + e["unrelated"]}
+    scenarios = [s for name in ("scenarios.json", "scenarios-unseen.json")
+                 for s in json.loads((data / name).read_text(encoding="utf-8"))]
+    taken |= {s[k] for s in scenarios for k in ("first", "second")}
+    assert not set(turns) & {t.removeprefix("로라야 ") for t in taken} and not set(turns) & taken
+    # Nor a rephrasing of a calibration or scenario turn: that would train the recall on what measures it.
+    from difflib import SequenceMatcher
+
+    held_out = [t for t in taken - {r.input_data for r in load_rows(PERSONA_CSV)}]
+    close = [(t, h) for t in turns for h in held_out if SequenceMatcher(None, t, h).ratio() >= 0.6]
+    assert not close, close
+    text = RECALL_PAIRS_CSV.read_text(encoding="utf-8")
+    for s in json.loads(UNSEEN_SCENARIOS_JSON.read_text(encoding="utf-8")):
+        for word in [s["value"], *s["value"].split()]:
+            assert word not in text, word
+
+
+def test_a_malformed_recall_pair_is_refused_by_row_before_training(tmp_path: Path):
+    from ohlora.tiny import build_embedder
+
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("data_type,memory,turn\ntrain,[반려동물: 고양이 치즈],냥이 밥 줬어\ntrain,[별자리: 사자자리],운세 봐 줘\n",
+                   encoding="utf-8")
+    done = train_recall(tmp_path, "--embedder", str(build_embedder(tmp_path / "embedder")), "--extra-pairs", str(bad))
+    assert done.returncode == 2
+    assert f"{bad}:3" in done.stderr and "사자자리" in done.stderr and not (tmp_path / "adapter").exists()
 
 
 def test_an_embedder_that_does_not_load_is_named(tmp_path: Path):

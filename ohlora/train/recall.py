@@ -14,7 +14,10 @@ model's "passage" and the turn as its "query":
   key differs or that hold nothing to remember, scores 0. Keys compare as in the original: same key is the same
   topic, except `상태` (a state), compared by its whole value. Measured worse (docs/training.md): it pushed every
   cosine down and left the ranking as it was.
-Sentence-transformers' trainer runs either. The adapter is merged into the embedder's weights for serving
+`--extra-pairs` adds pairs written for recall alone (ohlora/train/data/recall-pairs.csv: a memory and a later turn
+about its topic that does not name its value, "캣타워 새로 사 줄까" for `[반려동물: 고양이 치즈]`): the dataset's
+memory turns are mostly the turns that state the fact, which share its words, where recall is needed for the later
+ones that do not. Sentence-transformers' trainer runs either. The adapter is merged into the embedder's weights for serving
 (`merge_recall_adapter`; the mini preset does it when it prepares), so recall costs nothing more.
 """
 
@@ -58,6 +61,8 @@ class RecallTrainConfig:
     loss: Literal["ranking", "cosine"] = "ranking"
     max_steps: int = -1  # > 0: stop after this many steps (CI, smoke runs)
     seed: int = 1234
+    extra_pairs: Path | None = None  # a recall-pairs CSV (load_recall_pairs) added to both splits
+    extra_repeat: int = 1  # times each extra train pair is shown an epoch (they are few beside the dataset's)
 
 
 @dataclass(frozen=True)
@@ -97,12 +102,46 @@ def recall_pairs(rows: list[PersonaRow], negatives: int, seed: int) -> list[Reca
     return pairs
 
 
+RECALL_PAIRS_CSV = PERSONA_CSV.parent / "recall-pairs.csv"
+RECALL_PAIR_COLUMNS = ("data_type", "memory", "turn")
+
+
+def load_recall_pairs(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """(memory, turn) pairs per split from a CSV with RECALL_PAIR_COLUMNS; every memory in the stored `[key: value]`
+    form with a key of the vocabulary. Errors name the row, before any training."""
+    import csv
+
+    from ohlora.llm.persona import MEMORY_KEYS
+    from services.llm_memory.task import checked_memory_fixed_point, to_fact
+
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in RECALL_PAIR_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} (needs {', '.join(RECALL_PAIR_COLUMNS)})")
+        splits: dict[str, list[tuple[str, str]]] = {"train": [], "valid": []}
+        for number, row in enumerate(reader, start=2):
+            memory, turn, split = row["memory"].strip(), row["turn"].strip(), row["data_type"].strip()
+            fact = to_fact(memory)
+            if split not in splits:
+                raise ConfigError(f"{path}:{number}: data_type {split!r} is neither train nor valid")
+            if fact is None or checked_memory_fixed_point(memory) != memory or fact.key not in MEMORY_KEYS:
+                raise ConfigError(f"{path}:{number}: {memory!r} is not a stored `[key: value]` memory with a key of "
+                                  "the vocabulary")
+            if not turn:
+                raise ConfigError(f"{path}:{number}: empty turn")
+            splits[split].append((memory, without_address(turn)))
+    return splits
+
+
 def command_line(config: RecallTrainConfig) -> str:
     args = ["--embedder", config.embedder, "--out", str(config.out), "--data", str(config.data),
             "--epochs", str(config.epochs), "--lr", str(config.learning_rate), "--batch-size", str(config.batch_size),
             "--rank", str(config.rank), "--alpha", str(config.alpha), "--loss", config.loss,
             "--negatives", str(config.negatives),
             "--max-steps", str(config.max_steps), "--seed", str(config.seed)]
+    if config.extra_pairs:
+        args += ["--extra-pairs", str(config.extra_pairs), "--extra-repeat", str(config.extra_repeat)]
     return "ohlora train-recall " + shlex.join(args)
 
 
@@ -127,7 +166,10 @@ def train_recall(config: RecallTrainConfig) -> dict[str, Any]:
     from ohlora.bench import machine_info
 
     rows = load_rows(config.data)
+    extra = load_recall_pairs(config.extra_pairs) if config.extra_pairs else {}
     splits = {split: recall_pairs([r for r in rows if r.data_type == split], config.negatives, config.seed)
+              + [RecallPair(memory, turn, 1.0) for memory, turn in extra.get(split, [])
+                 for _ in range(config.extra_repeat if split == "train" else 1)]
               for split in ("train", "valid")}
     for split, pairs in splits.items():
         if not any(p.score == 1.0 for p in pairs):
@@ -182,6 +224,8 @@ def train_recall(config: RecallTrainConfig) -> dict[str, Any]:
         "embedder_sha256": base_sha256(config.embedder),
         "data": config.data.name,
         "data_sha256": sha256_file(config.data),
+        "extra_pairs": config.extra_pairs.name if config.extra_pairs else None,
+        "extra_pairs_sha256": sha256_file(config.extra_pairs) if config.extra_pairs else None,
         "adapter_sha256": adapter_sha256(str(config.out)),
         "adapter_bytes": adapter_file.stat().st_size,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
