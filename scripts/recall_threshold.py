@@ -125,15 +125,15 @@ def load_embedder(folder: Path, adapter: Path | None = None) -> object:
 
 def score(calibration: Calibration, embedder: object, lexical_weight: float) -> Scores:
     """Every turn as the gateway embeds it (model_text without the address, kind "query") against every memory
-    (kind "passage"), plus the weighted word overlap of the same text (gateway.recall)."""
+    (kind "passage"), plus the weighted word overlap of the same text, as gateway.recall.recall_scores scores them."""
     from gateway.inputs import model_text
-    from gateway.recall import word_overlap
+    from gateway.recall import recall_scores
     from ohlora.llm.persona import without_address
 
     def scored(turns: list[str]) -> np.ndarray:
         texts = [without_address(model_text(t)) for t in turns]
         cosines = encode(texts, "query") @ memories.T
-        return cosines + lexical_weight * np.array([word_overlap(t, calibration.memories) for t in texts])
+        return np.array([recall_scores(c, t, calibration.memories, lexical_weight) for c, t in zip(cosines, texts)])
 
     encode = embedder.encode  # type: ignore[attr-defined]
     memories = encode(calibration.memories, "passage")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway.downstream import Downstream
-from gateway.recall import best_memory
+from gateway.recall import ABOUT_HER_KEY, asks_about_her, best_memory
 from gateway.store import RedisStore, TextMemo, VectorMemo, squash
 from gateway.turn import TurnRunner
 from ohlora.bench.recall import TURNS, measure_recall, memory_facts
@@ -153,6 +153,9 @@ async def test_recall_chooses_what_the_loop_over_every_record_chooses(store, mem
             cached = await store.vectors("u", query.embedder_id)
             assert set(cached) == {r.id for r in records}  # filled, the too-short memory left out
             q = np.array(query.embeddings[0].values, dtype=np.float32)
+            if asks_about_her(without_address(text)):  # recalls only what the user feels about her: none here
+                assert not any(r.text.startswith(f"[{ABOUT_HER_KEY}:") for r in records) and got == "", text
+                continue
             expected = loop_choice(q, [r.text for r in records], [cached[r.id] for r in records], query.threshold)
             assert got  # threshold -1: always a memory
             if got != expected:  # only a memory tied with the loop's to float rounding may differ (matmul vs dot)
@@ -232,6 +235,25 @@ def test_a_turn_that_names_the_memorys_topic_gets_the_topic_share_whatever_its_o
     assert word_overlap("떡볶이 말고 다른 음식", memories).tolist() == pytest.approx([0, 0.75, 0])
     # No topic: the plain share (좋아하는 is 1 word of 4).
     assert word_overlap("내가 좋아하는 가수 알아?", memories).tolist() == pytest.approx([0, 1 / 4, 0])
+
+
+@pytest.mark.parametrize("turn, about_her", [
+    ("너 생일은 언제야?", True), ("넌 무슨 음식 좋아해?", True), ("너, 주말엔 보통 뭐 해?", True),
+    ("오로라는 무슨 뜻이야?", True), ("로라도 고양이 좋아해?", True),
+    ("너 내 생일 기억해?", False), ("나 너 좋아해", False), ("우리 강아지 너무 귀엽지?", False),
+    ("생일이 언제야?", False), ("고마워 로라", False),
+])
+def test_a_turn_about_her_has_a_second_person_and_no_first(turn: str, about_her: bool):
+    assert asks_about_her(turn) is about_her
+
+
+def test_a_turn_about_her_recalls_only_what_the_user_feels_about_her():
+    texts = ["[생일: 3월 14일]", "[오로라에 대한 감정: 로라랑 얘기하면 편함]"]
+    vectors = np.array([[0.9, np.sqrt(1 - 0.9**2)], [0.6, np.sqrt(1 - 0.6**2)]], dtype=np.float32)
+    query = np.array([1.0, 0.0], dtype=np.float32)
+    assert best_memory(query, texts, vectors, 0.5, "내 생일 기억해?", 0.25) == "[생일: 3월 14일]"
+    assert best_memory(query, texts, vectors, 0.5, "너 생일은 언제야?", 0.25) == "[오로라에 대한 감정: 로라랑 얘기하면 편함]"
+    assert best_memory(query, texts[:1], vectors[:1], 0.5, "너 생일은 언제야?", 0.25) == ""
 
 
 def test_the_lexical_weight_lets_the_memory_the_turn_names_win_and_zero_keeps_the_cosine_rule():

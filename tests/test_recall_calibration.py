@@ -22,13 +22,14 @@ CALIBRATION = REPO_ROOT / "ohlora" / "train" / "data" / "recall_calibration.json
 
 # `python scripts/recall_threshold.py` on the machine in docs/models.md (AVX512, 2 cores, torch 2.13.0+cpu; the
 # ONNX backend gives the same counts), the preset's embedder (e5 with the recall adapter merged) and the preset's
-# lexical weight (MEASURED_WEIGHT) with the key topic words (gateway.recall.KEY_TOPICS, TOPIC_SHARE): threshold -> (right
+# lexical weight (MEASURED_WEIGHT) with the key topic words (gateway.recall.KEY_TOPICS, TOPIC_SHARE) and
+# turns about her recalling only what the user feels about her (gateway.recall.asks_about_her): threshold -> (right
 # recalls, wrong-memory recalls, unrelated turns recalling one), all 40 memories stored, 80 turns of each kind.
 MEASURED_WEIGHT = 0.25
 MEASURED = {
-    0.40: (62, 16, 72), 0.41: (62, 16, 65), 0.42: (62, 16, 59), 0.43: (62, 16, 54), 0.44: (62, 15, 49),
-    0.45: (62, 13, 45), 0.46: (62, 13, 38), 0.47: (61, 12, 32), 0.48: (60, 11, 31), 0.49: (58, 11, 30),
-    0.50: (57, 11, 26), 0.51: (56, 10, 22), 0.52: (55, 10, 15), 0.53: (54, 9, 12), 0.54: (52, 8, 10),
+    0.40: (62, 16, 69), 0.41: (62, 16, 62), 0.42: (62, 16, 56), 0.43: (62, 16, 51), 0.44: (62, 15, 45),
+    0.45: (62, 13, 42), 0.46: (62, 13, 35), 0.47: (61, 12, 29), 0.48: (60, 11, 28), 0.49: (58, 11, 26),
+    0.50: (57, 11, 23), 0.51: (56, 10, 20), 0.52: (55, 10, 14), 0.53: (54, 9, 12), 0.54: (52, 8, 10),
     0.55: (52, 8, 9), 0.56: (51, 7, 8), 0.57: (49, 6, 7), 0.58: (46, 5, 3), 0.59: (45, 5, 3),
     0.60: (45, 5, 3),
 }

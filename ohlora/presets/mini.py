@@ -59,9 +59,9 @@ SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
 # Recall threshold for the scores of e5 with the recall adapter merged (query: vs passage:; the query without a
 # leading "로라야"), lexical share included. Calibrated by scripts/recall_threshold.py on
 # ohlora/train/data/recall_calibration.json (40 memories stored together; 80 turns that should recall one, 80 that
-# should recall none): 0.50 recalls the right memory for 57 of 80 with 37 bad recalls (a wrong memory, or one for an
-# unrelated turn); with one memory stored, 80% right and 1.4% of unrelated turns recalling it. 0.48 recalls more
-# (60 with 42; 85% / 1.8%) and in a five-turn conversation put a trip in front of "좋아하는 계절이 뭐야?"
+# should recall none): 0.50 recalls the right memory for 57 of 80 with 34 bad recalls (a wrong memory, or one for an
+# unrelated turn); with one memory stored, 80% right and 1.2% of unrelated turns recalling it. 0.48 recalls more
+# (60 with 39; 85% / 1.5%) and in a five-turn conversation put a trip in front of "좋아하는 계절이 뭐야?"
 # (docs/models.md).
 RECALL_THRESHOLD = 0.5
 # Added to a memory's cosine: this times the share of its words found in the turn (gateway.recall). On the same
