@@ -81,9 +81,9 @@ TOPIC_SHARE = 0.5
 
 
 def word_overlap(text: str, memories: list[str]) -> np.ndarray:
-    """For each memory, the share of its words (or their topic words) the text contains, or where more, TOPIC_SHARE
-    for its key's topic found plus the rest of TOPIC_SHARE's complement by its value words found (0 for a memory
-    without words)."""
+    """For each memory, the share of its words (or their topic words) the text contains; where the text names the
+    memory's topic (its key's last word or a word of KEY_TOPICS), at least TOPIC_SHARE plus the rest in proportion
+    to its value words found. 0 for a memory without words."""
     shares = []
     for memory in memories:
         terms, topic = memory_terms(memory)

@@ -61,7 +61,9 @@ class RecallTrainConfig:
     loss: Literal["ranking", "cosine"] = "ranking"
     max_steps: int = -1  # > 0: stop after this many steps (CI, smoke runs)
     seed: int = 1234
-    extra_pairs: Path | None = None  # a recall-pairs CSV (load_recall_pairs) added to both splits
+    # A recall-pairs CSV (load_recall_pairs) added to both splits, as related pairs only (--loss cosine gives them no
+    # unrelated ones).
+    extra_pairs: Path | None = None
     extra_repeat: int = 1  # times each extra train pair is shown an epoch (they are few beside the dataset's)
 
 
