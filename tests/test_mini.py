@@ -159,6 +159,16 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
             assert extra["sha256"] == sha256_file(DATA_DIR / extra["data"]), extra
         assert report["base_sha256"] == base_sha256(str(mini.llm))
         assert report["final_valid_loss"] is not None and report["machine"]["cpu_capability"]
+    # The recall adapter's: its file, the dataset and the recall pairs it was trained on, the embedder it was trained
+    # over (the preset's e5 before any merge).
+    from ohlora.presets.mini import RECALL_ADAPTER_DIR
+    from ohlora.train.recall import RECALL_PAIRS_CSV
+
+    recall = json.loads((RECALL_ADAPTER_DIR / "training-report.json").read_text())
+    assert recall["adapter_sha256"] == sha256_file(RECALL_ADAPTER_DIR / "adapter_model.safetensors")
+    assert recall["data_sha256"] == sha256_file(PERSONA_CSV)
+    assert recall["extra_pairs_sha256"] == sha256_file(RECALL_PAIRS_CSV)
+    assert recall["embedder_sha256"] == base_sha256(str(mini.base_embedder)) and recall["machine"]["cpu_capability"]
     memory = json.loads((MEMORY_ADAPTER_DIR / "training-report.json").read_text())
     assert memory["base_adapter_sha256"] == sha256_file(ADAPTER_DIR / "adapter_model.safetensors")
     assert memory["config"]["tasks"] == ["memory"]

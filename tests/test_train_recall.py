@@ -134,7 +134,22 @@ def test_the_recall_pairs_are_stored_memories_with_new_turns_kept_apart_from_the
             assert word not in text, word
 
 
-def test_a_malformed_recall_pair_is_refused_by_row_before_training(tmp_path: Path):
+@pytest.mark.parametrize("memory, why", [
+    ("[별자리: 사자자리]", "no key of the vocabulary"),
+    ("[별자리 사자자리]", "rejected by the memory parser"),
+    ("[취미: ]", "rejected by the memory parser"),
+])
+def test_a_malformed_recall_pair_is_refused_by_row(tmp_path: Path, memory: str, why: str):
+    from ohlora.train.dataset import DatasetError
+
+    bad = tmp_path / "pairs.csv"
+    bad.write_text(f"data_type,memory,turn\ntrain,[반려동물: 고양이 치즈],냥이 밥 줬어\ntrain,{memory},운세 봐 줘\n",
+                   encoding="utf-8")
+    with pytest.raises(DatasetError, match=rf"{bad}:3: memory .* {why}"):
+        load_recall_pairs(bad)
+
+
+def test_a_malformed_recall_pair_is_refused_before_training(tmp_path: Path):
     from ohlora.tiny import build_embedder
 
     bad = tmp_path / "pairs.csv"

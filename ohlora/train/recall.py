@@ -34,7 +34,7 @@ from typing import Any, Literal
 from ohlora.errors import ConfigError
 from ohlora.llm.final_input import split_final_input
 from ohlora.llm.persona import without_address
-from ohlora.train.dataset import PERSONA_CSV, PersonaRow, load_rows, sha256_file
+from ohlora.train.dataset import PERSONA_CSV, SPLITS, DatasetError, PersonaRow, check_answer, load_rows, sha256_file
 from ohlora.train.sft import REPORT_FILE, adapter_sha256, base_sha256
 
 # LoRA on every linear layer of the encoder's blocks (BERT names).
@@ -109,29 +109,34 @@ RECALL_PAIR_COLUMNS = ("data_type", "memory", "turn")
 
 
 def load_recall_pairs(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """(memory, turn) pairs per split from a CSV with RECALL_PAIR_COLUMNS; every memory in the stored `[key: value]`
-    form with a key of the vocabulary. Errors name the row, before any training."""
+    """(memory, turn) pairs per split from a CSV with RECALL_PAIR_COLUMNS; each memory one the memory service's own
+    parser reads back as itself (the persona dataset's check, check_answer), with a key of the vocabulary. Errors
+    name the row, before any training."""
     import csv
 
     from ohlora.llm.persona import MEMORY_KEYS
-    from services.llm_memory.task import checked_memory_fixed_point, to_fact
+    from ohlora.llm.task import Dialect, Reject
 
+    if not path.is_file():
+        raise DatasetError(f"recall pairs {path} do not exist")
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in RECALL_PAIR_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} (needs {', '.join(RECALL_PAIR_COLUMNS)})")
-        splits: dict[str, list[tuple[str, str]]] = {"train": [], "valid": []}
+            raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} (needs {', '.join(RECALL_PAIR_COLUMNS)})")
+        splits: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
         for number, row in enumerate(reader, start=2):
-            memory, turn, split = row["memory"].strip(), row["turn"].strip(), row["data_type"].strip()
-            fact = to_fact(memory)
+            memory, turn, split = (row[c].strip() for c in ("memory", "turn", "data_type"))
             if split not in splits:
-                raise ConfigError(f"{path}:{number}: data_type {split!r} is neither train nor valid")
-            if fact is None or checked_memory_fixed_point(memory) != memory or fact.key not in MEMORY_KEYS:
-                raise ConfigError(f"{path}:{number}: {memory!r} is not a stored `[key: value]` memory with a key of "
-                                  "the vocabulary")
+                raise DatasetError(f"{path}:{number}: data_type {split!r} is neither train nor valid")
+            try:
+                check_answer("memory", memory, Dialect.TUNED)
+            except Reject as exc:
+                raise DatasetError(f"{path}:{number}: memory {memory!r} is rejected by the memory parser: {exc}") from exc
+            if not memory or memory[1:].split(":")[0].strip() not in MEMORY_KEYS:
+                raise DatasetError(f"{path}:{number}: memory {memory!r} has no key of the vocabulary")
             if not turn:
-                raise ConfigError(f"{path}:{number}: empty turn")
+                raise DatasetError(f"{path}:{number}: empty turn")
             splits[split].append((memory, without_address(turn)))
     return splits
 
