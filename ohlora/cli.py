@@ -47,8 +47,14 @@ def run_llm_service(tasks: list[str], config: Path | None, host: str | None, por
     from ohlora.llm.host import LLMHost
     from ohlora.runtime.server import ServiceProcess, run_service_process
 
+    from ohlora.errors import ConfigError
+
     settings = settings_or_exit(config, host, port)
-    llm_host = LLMHost(settings, tasks)
+    try:
+        llm_host = LLMHost(settings, tasks)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     devices = (settings.llm.device, settings.embedder.device)
     run_service_process(ServiceProcess(settings.server, llm_host.bindings(), llm_host.load, llm_host.close, devices=devices))
 

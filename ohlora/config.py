@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -49,10 +50,14 @@ class ServerSettings(BaseModel):
 
 
 class TaskModel(BaseModel):
-    """Which adapter and dialect one task uses on the shared base."""
+    """Which adapter and dialect one task uses on the shared base, or on a base of its own."""
 
     adapter: str | None = None
     dialect: Dialect | None = None  # None: the [llm] default
+    # A base for this task alone (None: llm.base_model). Such a task runs in an LLM process of its own base
+    # (`ohlora up` starts one process per base, LLMSettings.process_groups), and llm.base_adapter, trained on
+    # llm.base_model, is not merged under it. mini: the reply on the 1.5B coder, the other tasks on the 0.5B.
+    base_model: str | None = None
 
 
 class LLMSettings(BaseModel):
@@ -97,18 +102,39 @@ class LLMSettings(BaseModel):
     def task(self, name: str) -> TaskModel:
         return self.tasks.get(name, TaskModel())
 
+    def base_of(self, task: str) -> str:
+        return self.task(task).base_model or self.base_model
+
+    def base_for(self, tasks: list[str]) -> str:
+        """The one base a process hosting `tasks` loads; tasks on different bases cannot share a process."""
+        bases = {self.base_of(t) for t in tasks}
+        if len(bases) != 1:
+            groups = " and ".join(",".join(group) for group in self.process_groups())
+            raise ConfigError(f"tasks {','.join(tasks)} are on different base models: run one LLM process per base "
+                              f"(`ohlora serve llm --tasks ...` for {groups})")
+        return bases.pop()
+
+    def process_groups(self, tasks: Sequence[str] = TASK_NAMES) -> list[list[str]]:
+        """`tasks` grouped by base model, in their order: what one LLM process each hosts (`ohlora up`)."""
+        groups: dict[str, list[str]] = {}
+        for task in tasks:
+            groups.setdefault(self.base_of(task), []).append(task)
+        return list(groups.values())
+
     def adapters_for(self, tasks: list[str]) -> tuple[str | None, dict[str, str]]:
         """(the adapter merged into the base, each task's own adapter) for a process hosting `tasks`.
 
         One adapter shared by every hosted task (mini's persona, before its memory adapter) is merged too,
         unless merge_single_adapter is off: unmerged, each LoRA layer adds two small matmuls to every token.
+        llm.base_adapter goes under tasks on llm.base_model only: it was trained on that base.
         """
+        base_adapter = self.base_adapter if self.base_for(tasks) == self.base_model else None
         adapters = {t: a for t in tasks if (a := self.task(t).adapter)}
         shared = set(adapters.values())
-        if (self.base_adapter is None and self.merge_single_adapter and len(adapters) == len(tasks)
+        if (base_adapter is None and self.merge_single_adapter and len(adapters) == len(tasks)
                 and len(shared) == 1):
             return shared.pop(), {}
-        return self.base_adapter, adapters
+        return base_adapter, adapters
 
     def dialect_of(self, name: str) -> Dialect:
         return self.task(name).dialect or self.dialect

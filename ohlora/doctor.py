@@ -62,8 +62,10 @@ def cpu_dtype_check() -> Check:
 def model_checks(settings: Settings) -> list[Check]:
     checks = [_local_or_hub("llm base", settings.llm.base_model)]
     if settings.llm.base_adapter:
-        checks.append(_local_or_hub("base adapter (merged under every task)", settings.llm.base_adapter))
+        checks.append(_local_or_hub("base adapter (merged under the tasks on the llm base)", settings.llm.base_adapter))
     for task in ("message", "memory", "summary", "pose"):
+        if own_base := settings.llm.task(task).base_model:
+            checks.append(_local_or_hub(f"{task} base (its own)", own_base))
         checks.append(_local_or_hub(f"{task} adapter", settings.llm.task(task).adapter))
     checks.append(_local_or_hub("embedder", settings.embedder.model))
     if settings.face.renderer == "stylegan":

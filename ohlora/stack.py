@@ -46,25 +46,33 @@ class LocalStack:
         wait_http_ready(handle)
         return handle
 
+    def _llms(self, layout: list[list[str]], env: dict[str, str] | None) -> None:
+        """One LLM process per group of `layout`, split further by base model (a task on a base of its own gets a
+        process of its own, LLMSettings.process_groups); then the face, and one gateway over them.
+        `fast` is the process hosting the reply, `background` the one hosting the memory."""
+        from ohlora.config import load_settings
+
+        llm = load_settings(self.config).llm
+        hosts: dict[str, ServiceProcessHandle] = {}
+        for group in layout:
+            for tasks in llm.process_groups(group):
+                handle = self.llm(",".join(tasks), env=env)
+                hosts.update({task: handle for task in tasks})
+        self.fast, self.background = hosts["message"], hosts["memory"]
+        self.face = self.service("serve", "face")
+        wait_all_serving([*{id(h): h for h in hosts.values()}.values(), self.face])
+        self.main = self.gateway(*(hosts[t].address for t in ("message", "memory", "summary", "pose")), self.face.address)
+        self.main.wait_serving()
+
     def standard(self, llm_env: dict[str, str] | None = None) -> "LocalStack":
         """message+pose in one process, memory+summary in another, the sketch face, one gateway."""
-        self.fast = self.llm("message,pose", env=llm_env)
-        self.background = self.llm("memory,summary", env=llm_env)
-        self.face = self.service("serve", "face")
-        wait_all_serving([self.fast, self.background, self.face])
-        self.main = self.gateway(self.fast.address, self.background.address, self.background.address,
-                                 self.fast.address, self.face.address)
-        self.main.wait_serving()
+        self._llms([["message", "pose"], ["memory", "summary"]], llm_env)
         return self
 
     def consolidated(self, llm_env: dict[str, str] | None = None) -> "LocalStack":
-        """What `ohlora up` runs: one LLM process for the four tasks, the sketch face, one gateway."""
-        self.fast = self.background = self.llm("message,memory,summary,pose", env=llm_env)
-        self.face = self.service("serve", "face")
-        wait_all_serving([self.fast, self.face])
-        address = self.fast.address
-        self.main = self.gateway(address, address, address, address, self.face.address)
-        self.main.wait_serving()
+        """What `ohlora up` runs: one LLM process for the four tasks (one per base model where a task has its own:
+        mini's reply), the sketch face, one gateway."""
+        self._llms([["message", "memory", "summary", "pose"]], llm_env)
         return self
 
     def close(self) -> None:

@@ -96,26 +96,43 @@ class Supervisor:
         return {s.name: s.proc.pid for s in self.services if s.proc is not None}
 
 
+def llm_processes(config: Path) -> tuple[list[Supervised], dict[str, str]]:
+    """One LLM process per base model of the config's tasks (LLMSettings.process_groups), and each task's address:
+    mini's memory, summary and pose share the 0.5B, its reply on the 1.5B gets a process of its own. The process is
+    named `llm` when it hosts all four."""
+    from ohlora.config import load_settings
+
+    groups = load_settings(config).llm.process_groups()
+    processes, addresses = [], {}
+    for tasks in groups:
+        port = free_port()
+        name = "llm" if len(groups) == 1 else "llm-" + "-".join(tasks)
+        args = ["serve", "llm", "--tasks", ",".join(tasks), "--config", str(config), "--port", str(port)]
+        processes.append(Supervised(name, args, f"127.0.0.1:{port}"))
+        addresses.update({task: f"127.0.0.1:{port}" for task in tasks})
+    return processes, addresses
+
+
 def run_up(config: Path, data: Path, port: int, detach: bool, chat_args: dict) -> int:
     data.mkdir(parents=True, exist_ok=True)
+    llms, addresses = llm_processes(config)
     redis = RedisServer(data / "redis", free_port(), tied_to_parent=True).start()
     supervisor = Supervisor(data)
-    llm_port, face_port = free_port(), free_port()
-    llm_address, face_address = f"127.0.0.1:{llm_port}", f"127.0.0.1:{face_port}"
+    face_port = free_port()
+    face_address = f"127.0.0.1:{face_port}"
     gateway_env = {"OHLORA_GATEWAY__REDIS_URL": redis.url, "OHLORA_GATEWAY__FACE_ADDRESS": face_address,
-                   **{f"OHLORA_GATEWAY__{t}_ADDRESS": llm_address for t in ("MESSAGE", "MEMORY", "SUMMARY", "POSE")}}
+                   **{f"OHLORA_GATEWAY__{t.upper()}_ADDRESS": address for t, address in addresses.items()}}
     gateway_address = f"127.0.0.1:{port}"
     try:
         print("starting the model services ...", flush=True)
         supervisor.start([
-            [Supervised("llm", ["serve", "llm", "--config", str(config), "--port", str(llm_port)], llm_address),
-             Supervised("face", ["serve", "face", "--config", str(config), "--port", str(face_port)], face_address)],
+            [*llms, Supervised("face", ["serve", "face", "--config", str(config), "--port", str(face_port)], face_address)],
             [Supervised("gateway", ["serve", "gateway", "--port", str(port)], gateway_address, gateway_env)],
         ])
         (data / PID_FILE).write_text(json.dumps({"supervisor": os.getpid(), "redis": redis.proc.pid, **supervisor.pids()}))
         (data / SERVICES_FILE).write_text(json.dumps({
             "config": str(config), "redis_url": redis.url, "gateway": gateway_address, "face": face_address,
-            **{task: llm_address for task in ("message", "memory", "summary", "pose")}}, indent=1))
+            **addresses}, indent=1))
         print(f"Oh-LoRA is up: gateway {gateway_address}, logs in {supervisor.logs}", flush=True)
         if detach:
             signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())

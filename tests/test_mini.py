@@ -136,28 +136,33 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
 
     from ohlora.config import load_settings
     from ohlora.llm.task import Dialect
-    from ohlora.presets.mini import ADAPTER_DIR, MEMORY_ADAPTER_DIR
+    from ohlora.presets.mini import ADAPTER_DIR, MEMORY_ADAPTER_DIR, REPLY_ADAPTER_DIR
 
     tuned, few_shot = load_settings(mini.config), load_settings(mini.few_shot_config)
     assert tuned.llm.dialect is Dialect.TUNED and few_shot.llm.dialect is Dialect.CHAT
     assert tuned.llm.output_vocabulary == few_shot.llm.output_vocabulary == "korean"
     assert tuned.llm.quantize == few_shot.llm.quantize == "int8-decode", "both variants decode alike (mini-timing compares them)"
-    # The persona merged under every task; the memory task's own adapter over it.
-    assert tuned.llm.adapters_for(["message", "memory", "summary", "pose"]) == (
-        str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})
-    assert few_shot.llm.adapters_for(["message", "memory", "summary", "pose"]) == (None, {})
+    # The reply on the 1.5B base in both variants (its own process), the other three tasks on the 0.5B.
+    for settings in (tuned, few_shot):
+        assert settings.llm.process_groups() == [["message"], ["memory", "summary", "pose"]]
+        assert settings.llm.base_of("message") == str(mini.reply_llm) and settings.llm.base_model == str(mini.llm)
+    # The persona merged under the 0.5B's tasks; the memory task's own adapter over it; the reply's adapter merged
+    # into the 1.5B.
+    assert tuned.llm.adapters_for(["memory", "summary", "pose"]) == (str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})
+    assert tuned.llm.adapters_for(["message"]) == (str(REPLY_ADAPTER_DIR), {})
+    assert few_shot.llm.adapters_for(["memory", "summary", "pose"]) == few_shot.llm.adapters_for(["message"]) == (None, {})
     # Each manifest names exactly the shipped file, the dataset in the repository and the base the preset prepares;
     # the memory adapter's names the persona it was trained over, and any extra rows it was trained on.
     from ohlora.train.dataset import DATA_DIR, PERSONA_CSV, sha256_file
     from ohlora.train.sft import base_sha256
 
-    for folder in (ADAPTER_DIR, MEMORY_ADAPTER_DIR):
+    for folder, base in ((ADAPTER_DIR, mini.llm), (MEMORY_ADAPTER_DIR, mini.llm), (REPLY_ADAPTER_DIR, mini.reply_llm)):
         report = json.loads((folder / "training-report.json").read_text())
         assert report["adapter_sha256"] == hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
         assert report["data_sha256"] == sha256_file(PERSONA_CSV)
         for extra in report.get("extra_data", []):
             assert extra["sha256"] == sha256_file(DATA_DIR / extra["data"]), extra
-        assert report["base_sha256"] == base_sha256(str(mini.llm))
+        assert report["base_sha256"] == base_sha256(str(base)), folder
         assert report["final_valid_loss"] is not None and report["machine"]["cpu_capability"]
     # The recall adapter's: its file, the dataset and the recall pairs it was trained on, the embedder it was trained
     # over (the preset's e5 before any merge).
@@ -172,6 +177,7 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
     memory = json.loads((MEMORY_ADAPTER_DIR / "training-report.json").read_text())
     assert memory["base_adapter_sha256"] == sha256_file(ADAPTER_DIR / "adapter_model.safetensors")
     assert memory["config"]["tasks"] == ["memory"]
+    assert json.loads((REPLY_ADAPTER_DIR / "training-report.json").read_text())["config"]["tasks"] == ["message"]
     # Its opening's calibration: for these weights, on rows in the repository as they are, none of them trained on.
     from ohlora.llm.calibration import CALIBRATION_FILE, read_opening
     from ohlora.train.calibrate import trained_on

