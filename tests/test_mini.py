@@ -15,7 +15,7 @@ import pytest
 from ohlora.bench.mini import hangul_share
 from ohlora.chat import FAREWELL, PROMPT, SPEAKER
 from ohlora.client import free_port
-from ohlora.presets import default_models_dir
+from ohlora.presets import default_models_dir, preset_config
 from ohlora.presets.mini import RECALL_THRESHOLD, MiniPreset, PresetMissing, prepare_mini
 
 # A recall probe written for this project: memories as the gateway stores them, a related query
@@ -151,6 +151,11 @@ def test_mini_runs_the_persona_adapter_and_keeps_the_few_shot_variant(mini: Mini
     assert tuned.llm.adapters_for(["memory", "summary", "pose"]) == (str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})
     assert tuned.llm.adapters_for(["message"]) == (str(REPLY_ADAPTER_DIR), {})
     assert few_shot.llm.adapters_for(["memory", "summary", "pose"]) == few_shot.llm.adapters_for(["message"]) == (None, {})
+    # mini-fast: the reply on the 0.5B with the others, one process, the persona under all four.
+    fast = load_settings(preset_config("mini-fast"))
+    assert fast.llm.process_groups() == [["message", "memory", "summary", "pose"]]
+    assert fast.llm.adapters_for(["message", "memory", "summary", "pose"]) == (
+        str(ADAPTER_DIR), {"memory": str(MEMORY_ADAPTER_DIR)})
     # Each manifest names exactly the shipped file, the dataset in the repository and the base the preset prepares;
     # the memory adapter's names the persona it was trained over, and any extra rows it was trained on.
     from ohlora.train.dataset import DATA_DIR, PERSONA_CSV, sha256_file

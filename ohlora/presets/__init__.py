@@ -1,6 +1,7 @@
 """Model presets (DESIGN.md §7): a name that resolves to a ready config file.
 
-- `mini`: offline from PyPI wheels, prepared once into <models>/mini (ohlora.presets.mini).
+- `mini`: offline from PyPI wheels, prepared once into <models>/mini (ohlora.presets.mini); `mini-fast`: its reply
+  on the 0.5B too (faster turns, weaker replies); `mini-few-shot`: the bare bases on few-shot prompts.
 - `tiny`: tiny models built and briefly fine-tuned in-process, for tests and quick looks.
 - `ohlora-v2`: the original's weights, installed by `ohlora models pull` (<models>/ohlora-v2.toml).
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from ohlora.errors import ConfigError
 
-PRESETS = ("mini", "tiny", "ohlora-v2")
+PRESETS = ("mini", "mini-fast", "mini-few-shot", "tiny", "ohlora-v2")
 DEFAULT_PRESET = "mini"
 
 
@@ -36,14 +37,14 @@ def tiny_config(root: Path) -> Path:
 def preset_config(name: str, models: Path | None = None) -> Path:
     """The config file of a preset, preparing the preset first if it is not ready yet."""
     models = models or default_models_dir()
-    if name in ("mini", "mini-few-shot"):
+    if name in ("mini", "mini-fast", "mini-few-shot"):
         from ohlora.presets.mini import SHIPPED_ADAPTERS, PresetMissing, adapters_shipped, prepare_mini
 
         preset = prepare_mini(models / "mini")
-        if name == "mini" and not adapters_shipped():
+        if name != "mini-few-shot" and not adapters_shipped():
             raise PresetMissing(f"the mini preset's adapters are missing from {', '.join(map(str, SHIPPED_ADAPTERS))}: "
                                 "reinstall ohlora-services (or use --preset mini-few-shot)")
-        return preset.config if name == "mini" else preset.few_shot_config
+        return {"mini": preset.config, "mini-fast": preset.fast_config}.get(name, preset.few_shot_config)
     if name == "tiny":
         return tiny_config(models / "tiny")
     if name == "ohlora-v2":
