@@ -44,10 +44,9 @@ def settings_or_exit(config: Path | None, host: str | None = None, port: int | N
 
 
 def run_llm_service(tasks: list[str], config: Path | None, host: str | None, port: int | None) -> None:
+    from ohlora.errors import ConfigError
     from ohlora.llm.host import LLMHost
     from ohlora.runtime.server import ServiceProcess, run_service_process
-
-    from ohlora.errors import ConfigError
 
     settings = settings_or_exit(config, host, port)
     try:

@@ -25,7 +25,7 @@ import torch
 from ohlora.bench import SuiteResult
 from ohlora.bench.korean_prompts import PROMPTS
 from ohlora.chat import call_metadata, converse
-from ohlora.config import TASK_NAMES, Settings, load_settings
+from ohlora.config import Settings, load_settings
 from ohlora.llm.engine import AdapterGenerator, EngineConfig, LLMEngine
 from ohlora.llm.persona import MEMORY_KEYS
 from ohlora.llm.quantize import KERNEL_MAX_ROWS
