@@ -244,14 +244,8 @@ def build_once(target: Path, build: Callable[[Path], object], what: str) -> None
     print(f"  {what}: ready in {time.perf_counter() - started:.0f} s -> {target}", flush=True)
 
 
-def _build_llm(work: Path) -> None:
-    gguf = assemble_gguf(work / "model.gguf", GGUF_PARTS, GGUF_SHA256, GGUF_BYTES)
-    convert_gguf(gguf, work)
-    gguf.unlink()
-
-
-def _build_reply_llm(work: Path) -> None:
-    gguf = assemble_gguf(work / "model.gguf", REPLY_GGUF_PARTS, REPLY_GGUF_SHA256, REPLY_GGUF_BYTES)
+def _build_llm(work: Path, parts: tuple[str, ...], sha256: str, size: int) -> None:
+    gguf = assemble_gguf(work / "model.gguf", parts, sha256, size)
     convert_gguf(gguf, work)
     gguf.unlink()
 
@@ -312,7 +306,8 @@ def prepare_mini_base(root: Path) -> Path:
     """Only the preset's base LLM, built once (what `ohlora train` fine-tunes by default)."""
     preset = MiniPreset(root)
     root.mkdir(parents=True, exist_ok=True)
-    build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+    build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
+               "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
     return preset.llm
 
 
@@ -320,8 +315,10 @@ def prepare_mini(root: Path) -> MiniPreset:
     """Makes sure the mini preset is ready under `root` (about a minute the first time) and returns it."""
     preset = MiniPreset(root)
     root.mkdir(parents=True, exist_ok=True)
-    build_once(preset.llm, _build_llm, "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
-    build_once(preset.reply_llm, _build_reply_llm, "the reply's LLM (Qwen2.5-Coder-1.5B-Instruct, bf16)")
+    build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
+               "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+    build_once(preset.reply_llm, lambda work: _build_llm(work, REPLY_GGUF_PARTS, REPLY_GGUF_SHA256, REPLY_GGUF_BYTES),
+               "the reply's LLM (Qwen2.5-Coder-1.5B-Instruct, bf16)")
     build_once(preset.base_embedder, _build_embedder, "the embedder (multilingual-e5-small)")
     build_once(preset.embedder, _build_recall_embedder(preset.base_embedder), "the embedder with its recall adapter")
     _drop_old_recall_embedders(root, preset.embedder)
