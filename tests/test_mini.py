@@ -92,6 +92,33 @@ def test_a_part_that_is_not_the_pinned_one_is_refused_and_nothing_is_installed(t
     assert not MiniPreset(tmp_path / "mini").config.exists()
 
 
+_TWO_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from ohlora.presets.mini import build_once, preparing
+
+root = Path(sys.argv[1])
+def build(work: Path) -> None:
+    with open(root / "builds.log", "a") as log:
+        log.write("built\\n")
+    time.sleep(1.0)  # long enough for the other process to arrive while this one builds
+    (work / "weights").write_text("w")
+with preparing(root):
+    build_once(root / "model", build, "a model")
+print((root / "model" / "weights").read_text())
+"""
+
+
+def test_two_preparations_at_once_build_once_and_both_find_it_ready(tmp_path):
+    """`ohlora up` beside the compose `models` one-off (or two test workers) on a fresh machine: the second waits."""
+    procs = [subprocess.Popen([sys.executable, "-c", _TWO_AT_ONCE, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert all(out.strip().endswith("w") for out, _ in outputs), outputs
+    assert (tmp_path / "builds.log").read_text().splitlines() == ["built"], "built once, not twice into one folder"
+
+
 def _reply_of(before: str) -> str:
     """The reply the person sees last on the speaker line (rejected attempts are wiped with \\r)."""
     line = before.split(SPEAKER)[-1].split("\n")[0].rstrip("\r")

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
 from tqdm import tqdm
 
 from ohlora.errors import ConfigError
@@ -302,36 +303,44 @@ def _export_embedder(embedder: Path) -> None:
     print(f"  the embedder's ONNX export: ready in {time.perf_counter() - started:.0f} s -> {path}", flush=True)
 
 
+def preparing(root: Path) -> FileLock:
+    """Held while the preset is built or checked: two commands started at once on a fresh machine (`ohlora up` and
+    the compose `models` one-off, two test workers) would otherwise build into the same `.partial` folders, and
+    each 1.5B conversion peaks at about 12 GB. The second waits, then finds everything built."""
+    root.mkdir(parents=True, exist_ok=True)
+    return FileLock(root / ".prepare.lock")
+
+
 def prepare_mini_base(root: Path) -> Path:
     """Only the preset's base LLM, built once (what `ohlora train` fine-tunes by default)."""
     preset = MiniPreset(root)
-    root.mkdir(parents=True, exist_ok=True)
-    build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
-               "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+    with preparing(root):
+        build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
+                   "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
     return preset.llm
 
 
 def prepare_mini(root: Path) -> MiniPreset:
     """Makes sure the mini preset is ready under `root` (about a minute the first time) and returns it."""
     preset = MiniPreset(root)
-    root.mkdir(parents=True, exist_ok=True)
-    build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
-               "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
-    build_once(preset.reply_llm, lambda work: _build_llm(work, REPLY_GGUF_PARTS, REPLY_GGUF_SHA256, REPLY_GGUF_BYTES),
-               "the reply's LLM (Qwen2.5-Coder-1.5B-Instruct, bf16)")
-    build_once(preset.base_embedder, _build_embedder, "the embedder (multilingual-e5-small)")
-    build_once(preset.embedder, _build_recall_embedder(preset.base_embedder), "the embedder with its recall adapter")
-    _drop_old_recall_embedders(root, preset.embedder)
-    if EMBEDDER_BACKEND == "onnx":
-        _export_embedder(preset.embedder)
-    configs = {preset.few_shot_config: preset.config_toml(tuned=False)}
-    if adapters_shipped():
-        configs[preset.config] = preset.config_toml()
-        configs[preset.fast_config] = preset.config_toml(reply_on_1_5b=False)
-    for path, config in configs.items():
-        if not path.exists() or path.read_text() != config:
-            path.write_text(config)
-    (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "reply_gguf_sha256": REPLY_GGUF_SHA256,
-                                                    "e5_sha256": E5_SHA256,
-                                                    "recall_adapter_sha256": recall_adapter_sha256()}, indent=1))
+    with preparing(root):
+        build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
+                   "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+        build_once(preset.reply_llm, lambda work: _build_llm(work, REPLY_GGUF_PARTS, REPLY_GGUF_SHA256, REPLY_GGUF_BYTES),
+                   "the reply's LLM (Qwen2.5-Coder-1.5B-Instruct, bf16)")
+        build_once(preset.base_embedder, _build_embedder, "the embedder (multilingual-e5-small)")
+        build_once(preset.embedder, _build_recall_embedder(preset.base_embedder), "the embedder with its recall adapter")
+        _drop_old_recall_embedders(root, preset.embedder)
+        if EMBEDDER_BACKEND == "onnx":
+            _export_embedder(preset.embedder)
+        configs = {preset.few_shot_config: preset.config_toml(tuned=False)}
+        if adapters_shipped():
+            configs[preset.config] = preset.config_toml()
+            configs[preset.fast_config] = preset.config_toml(reply_on_1_5b=False)
+        for path, config in configs.items():
+            if not path.exists() or path.read_text() != config:
+                path.write_text(config)
+        (root / "prepared.json").write_text(json.dumps({"gguf_sha256": GGUF_SHA256, "reply_gguf_sha256": REPLY_GGUF_SHA256,
+                                                        "e5_sha256": E5_SHA256,
+                                                        "recall_adapter_sha256": recall_adapter_sha256()}, indent=1))
     return preset
