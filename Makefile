@@ -35,7 +35,7 @@ system-deps:
 	@redis-server --version
 
 test: install-test system-deps
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest
 
 run: install system-deps
 	$(VENV)/bin/ohlora demo

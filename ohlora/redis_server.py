@@ -33,6 +33,10 @@ class RedisServer:
              "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
             stdout=open(self.data_dir / "redis.log", "ab"), stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent if self.tied_to_parent else None,
+            # Out of the terminal's process group: Ctrl+C in `ohlora up` reached redis-server too, which quit at
+            # once, while the gateway was still saving the last turn's memory ("turn failed: ConnectionError").
+            # Its owner stops it after the services (stop()).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url)

@@ -14,23 +14,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# `make test` runs two pytest-xdist workers (`--dist loadgroup`). Each test module stays on one worker (its
-# module fixtures are built once); these modules share one worker, one after another: they run the real mini preset
-# (a 1.5B reply model: two such stacks at once would not fit in 24 GiB beside the rest) or the deploy layouts
-# (network namespaces, a bridge, compose ports), which are not made to run beside each other.
-SERIAL_MODULES = frozenset({
-    "test_demo", "test_mini", "test_recall_calibration",
-    "test_deploy_commands", "test_deploy_files", "test_deploy_netns", "test_deploy_tls", "test_web_deploy",
-})
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks each test with its xdist group (before xdist reads the marks): its module, or "serial"."""
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("serial" if module in SERIAL_MODULES else module))
-
 
 def upstream_fixtures_dir() -> Path:
     """../shared/fixtures/upstream by default; OHLORA_UPSTREAM_FIXTURES overrides."""

@@ -249,3 +249,42 @@ async def test_a_seeded_engine_samples_the_same_text_alone_and_in_any_batch(engi
     assert alone.text == again.text == batched[1].text
     assert len({alone.text, retries[0], retries[1]}) == 3 and retries[2] == retries[0]
     assert len(unseeded) > 1, "without a seed, temperature 1 really samples (else this test could not fail)"
+
+
+def test_a_row_with_no_repeat_ngram_never_writes_a_run_twice(tiny_models):
+    """The real decode loop on the tiny base, greedy: it loops without the ban, never repeats a 3-token run with it."""
+    import contextlib
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ohlora.llm.decoding import DecodeRow, decode
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
+    prompts = [tokenizer.encode(text) for text in ("로라야 안녕", "오늘 뭐 했어?", "ㅋㅋㅋㅋㅋ", "고마워")]
+
+    def runs_of(rows: list[DecodeRow]) -> list[list[tuple[int, ...]]]:
+        return [[tuple(r.generated[i: i + 3]) for i in range(len(r.generated) - 2)] for r in rows]
+
+    def generate(no_repeat_ngram: int) -> list[DecodeRow]:
+        rows = [DecodeRow(list(p), max_new=40, no_repeat_ngram=no_repeat_ngram) for p in prompts]
+        with torch.inference_mode():
+            decode(model, rows, pad_id=tokenizer.pad_token_id or 0, end_ids=set(), guards=[],
+                   monitor=lambda rs: [len(r.generated) >= r.max_new for r in rs],
+                   adapters_of=lambda batch: contextlib.nullcontext({}))
+        return rows
+
+    free, banned = generate(0), generate(3)
+    assert any(len(set(runs)) < len(runs) for runs in runs_of(free)), "greedy tiny model loops (else this proves nothing)"
+    assert all(len(set(runs)) == len(runs) for runs in runs_of(banned)), [r.generated for r in banned]
+    assert all(len(r.generated) == 40 for r in banned), "the ban steers the row, it does not end it"
+
+
+def test_repeating_names_the_tokens_that_would_close_a_written_run():
+    from ohlora.llm.decoding import DecodeRow
+
+    row = DecodeRow(prompt=[1, 2], max_new=20, no_repeat_ngram=3, generated=[5, 6, 7, 5, 6, 9, 5, 6])
+    assert row.repeating() == [7, 9]  # "5 6" was followed by 7 and by 9; the prompt's tokens do not count
+    assert DecodeRow(prompt=[5, 6, 7], max_new=20, no_repeat_ngram=3, generated=[5, 6]).repeating() == []
+    assert DecodeRow(prompt=[], max_new=20, generated=[5, 6, 7, 5, 6]).repeating() == [], "off by default"

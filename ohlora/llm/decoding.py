@@ -127,6 +127,7 @@ class DecodeRow:
     feed: list[int] = field(default_factory=list)  # the tokens the next forward pass reads for this row
     opening: OpeningRule | None = None  # decided on the first pass's logits, then dropped
     mention: Mention | None = None  # dropped once the row has said it
+    no_repeat_ngram: int = 0  # where above 0: no run of this many tokens twice in what the row writes
 
     @property
     def complete(self) -> bool:
@@ -159,6 +160,19 @@ class DecodeRow:
         rule, self.opening = self.opening, None
         self.answers = rule.opened if opening_probability(logits, rule.token) >= rule.threshold else rule.otherwise
         self.node = self.answers.root
+
+    def repeating(self) -> list[int]:
+        """The tokens that would write a run of `no_repeat_ngram` tokens the row has already written.
+
+        Only the row's own text counts (a reply may say the user's words back once). At low temperatures a small
+        model loops ("ㅋㅋㅋㅋ…" to its token budget, "오늘은 뭐 했어? 오늘은 뭐 했어?"): the ban makes it go on.
+        """
+        n = self.no_repeat_ngram
+        if n <= 0 or len(self.generated) < n:
+            return []
+        tail = self.generated[len(self.generated) - n + 1:]
+        return sorted({self.generated[i + n - 1] for i in range(len(self.generated) - n + 1)
+                       if self.generated[i: i + n - 1] == tail})
 
     def allowed(self, end_ids: set[int]) -> list[int]:
         assert self.node is not None
@@ -267,6 +281,8 @@ class _Passes:
         for index, row in enumerate(batch):
             if row.mention is not None:
                 row.mention.nudge(row.generated, scores[index])
+            if banned := row.repeating():
+                scores[index, torch.tensor(banned, device=scores.device)] = float("-inf")
         _constrain(batch, raw, scores, self.end_ids)  # a fixed answer's paths are whole texts: no guard needed
         sampler = RowSampler([r.temperature for r in batch], generators=[r.generator for r in batch])
         for row, token in zip(batch, sampler(sequences, scores).argmax(-1).tolist()):

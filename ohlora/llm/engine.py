@@ -393,7 +393,7 @@ class LLMEngine:
     def _row(self, req: _Request) -> DecodeRow:
         return DecodeRow(req.prompt_ids, req.max_new, req.settings.temperature, req.generator, req.adapter,
                          self._answer_trie(req.settings.answers), opening=self._opening_rule(req),
-                         mention=self._mention(req.settings))
+                         mention=self._mention(req.settings), no_repeat_ngram=req.settings.no_repeat_ngram)
 
     def _mention(self, settings: GenerationSettings) -> Mention | None:
         """The words to nudge as token paths, each as it starts an answer and as it follows a space."""

@@ -88,6 +88,8 @@ class GenerationSettings:
     # `mention`) are nudged into the answer by this logit bias (ohlora.llm.decoding.Mention).
     mention_bias: float = 0.0
     mention: tuple[str, ...] = ()
+    # Where above 0, no run of this many tokens is written twice in one answer (ohlora.llm.decoding.DecodeRow).
+    no_repeat_ngram: int = 0
 
     def __post_init__(self) -> None:
         if (self.max_new_tokens is None) == (self.max_total_tokens is None):
