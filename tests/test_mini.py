@@ -110,7 +110,8 @@ print((root / "model" / "weights").read_text())
 
 
 def test_two_preparations_at_once_build_once_and_both_find_it_ready(tmp_path):
-    """`ohlora up` beside the compose `models` one-off (or two test workers) on a fresh machine: the second waits."""
+    """Two commands preparing the preset at once on a fresh machine (`ohlora up` beside `ohlora bench`): the second
+    waits, and nothing is built twice into one folder."""
     procs = [subprocess.Popen([sys.executable, "-c", _TWO_AT_ONCE, str(tmp_path)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [proc.communicate(timeout=120) for proc in procs]

@@ -305,8 +305,8 @@ def _export_embedder(embedder: Path) -> None:
 
 def preparing(root: Path) -> FileLock:
     """Held while the preset is built or checked: two commands started at once on a fresh machine (`ohlora up` and
-    the compose `models` one-off, two test workers) would otherwise build into the same `.partial` folders, and
-    each 1.5B conversion peaks at about 12 GB. The second waits, then finds everything built."""
+    `ohlora bench`, or the compose `models` one-off run twice) would otherwise build into the same `.partial`
+    folders, and each 1.5B conversion peaks at about 12 GB. The second waits, then finds everything built."""
     root.mkdir(parents=True, exist_ok=True)
     return FileLock(root / ".prepare.lock")
 
