@@ -311,12 +311,16 @@ def preparing(root: Path) -> FileLock:
     return FileLock(root / ".prepare.lock")
 
 
+def _build_base_llm(preset: MiniPreset) -> None:
+    build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
+               "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+
+
 def prepare_mini_base(root: Path) -> Path:
     """Only the preset's base LLM, built once (what `ohlora train` fine-tunes by default)."""
     preset = MiniPreset(root)
     with preparing(root):
-        build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
-                   "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+        _build_base_llm(preset)
     return preset.llm
 
 
@@ -324,8 +328,7 @@ def prepare_mini(root: Path) -> MiniPreset:
     """Makes sure the mini preset is ready under `root` (about a minute the first time) and returns it."""
     preset = MiniPreset(root)
     with preparing(root):
-        build_once(preset.llm, lambda work: _build_llm(work, GGUF_PARTS, GGUF_SHA256, GGUF_BYTES),
-                   "the LLM (Qwen2.5-Coder-0.5B-Instruct, bf16)")
+        _build_base_llm(preset)
         build_once(preset.reply_llm, lambda work: _build_llm(work, REPLY_GGUF_PARTS, REPLY_GGUF_SHA256, REPLY_GGUF_BYTES),
                    "the reply's LLM (Qwen2.5-Coder-1.5B-Instruct, bf16)")
         build_once(preset.base_embedder, _build_embedder, "the embedder (multilingual-e5-small)")
